@@ -1,0 +1,1 @@
+"""Local development: a Functions-like host, a Partner Center simulator, Azurite and the demo. Never deployed."""

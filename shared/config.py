@@ -1,0 +1,234 @@
+"""Settings from app settings (environment variables); every problem names the setting."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .policy import PollingPolicy
+
+AUTH_MODES = ("client_secret", "certificate", "managed_identity_federation", "default", "simulator")
+ALERT_FORMATS = ("teams", "slack", "generic")
+MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600
+AZURITE_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$")  # leaves room for "-poison"
+
+
+class ConfigError(ValueError):
+    """A missing or invalid setting."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    connection_string: str | None = None
+    queue_service_uri: str | None = None
+    table_service_uri: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PartnerCenterSettings:
+    base_url: str
+    scope: str
+    auth: str
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    certificate_path: str | None = None
+    certificate_password: str | None = None
+    managed_identity_client_id: str | None = None
+    locale: str = "en-US"
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+    def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
+        return f"PartnerCenterSettings(base_url={self.base_url!r}, auth={self.auth!r}, scope={self.scope!r})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings
+    partner_center: PartnerCenterSettings
+    policy: PollingPolicy
+    status_queue: str = "batch-status-requests"
+    failure_queue: str = "device-failures"
+    batch_table: str = "BatchUploadStatus"
+    device_table: str = "DeviceUploadStatus"
+    history_table: str = "DeviceUploadHistory"
+    alert_table: str = "AlertLog"
+    chain_stale_grace: float = 900.0
+    alert_webhook_url: str | None = None
+    alert_webhook_format: str = "generic"
+
+    def __repr__(self) -> str:
+        return f"Settings(status_queue={self.status_queue!r}, partner_center={self.partner_center!r})"
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    reader = _Reader(env)
+    policy = PollingPolicy(
+        initial_delay=reader.seconds("POLL_INITIAL_DELAY_SECONDS", 30, minimum=1),
+        max_delay=reader.seconds("POLL_MAX_DELAY_SECONDS", 600, minimum=1, maximum=MAX_QUEUE_DELAY_SECONDS),
+        deadline=reader.seconds("POLL_DEADLINE_SECONDS", 172_800, minimum=1),
+        not_found_grace=reader.seconds("NOT_FOUND_GRACE_SECONDS", 900, minimum=0),
+        backoff_factor=reader.seconds("POLL_BACKOFF_FACTOR", 0.18, minimum=0, maximum=10),
+    )
+    if policy.max_delay < policy.initial_delay:
+        raise ConfigError("POLL_MAX_DELAY_SECONDS must not be smaller than POLL_INITIAL_DELAY_SECONDS")
+    webhook_format = reader.text("ALERT_WEBHOOK_FORMAT", "generic").lower()
+    if webhook_format not in ALERT_FORMATS:
+        raise ConfigError(f"ALERT_WEBHOOK_FORMAT must be one of {', '.join(ALERT_FORMATS)}, got {webhook_format!r}")
+    webhook_url = reader.optional("ALERT_WEBHOOK_URL")
+    if webhook_url and urlsplit(webhook_url).scheme not in ("https", "http"):
+        raise ConfigError("ALERT_WEBHOOK_URL must be an http(s) URL")
+    if webhook_url and urlsplit(webhook_url).scheme == "http" and not is_loopback_url(webhook_url):
+        raise ConfigError("ALERT_WEBHOOK_URL must use https unless it points at a loopback address")
+    return Settings(
+        storage=_storage(reader),
+        partner_center=_partner_center(reader),
+        policy=policy,
+        status_queue=reader.queue("STATUS_QUEUE_NAME", "batch-status-requests"),
+        failure_queue=reader.queue("FAILURE_QUEUE_NAME", "device-failures"),
+        batch_table=reader.table("BATCH_TABLE_NAME", "BatchUploadStatus"),
+        device_table=reader.table("DEVICE_TABLE_NAME", "DeviceUploadStatus"),
+        history_table=reader.table("DEVICE_HISTORY_TABLE_NAME", "DeviceUploadHistory"),
+        alert_table=reader.table("ALERT_TABLE_NAME", "AlertLog"),
+        chain_stale_grace=reader.seconds("CHAIN_STALE_GRACE_SECONDS", 900, minimum=1),
+        alert_webhook_url=webhook_url,
+        alert_webhook_format=webhook_format,
+    )
+
+
+def load_storage_settings(env: Mapping[str, str]) -> StorageSettings:
+    return _storage(_Reader(env))
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _storage(reader: _Reader) -> StorageSettings:
+    connection = reader.optional("AzureWebJobsStorage")
+    if connection:
+        if connection.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
+            connection = AZURITE_CONNECTION_STRING
+        return StorageSettings(connection_string=connection)
+    account = reader.optional("AzureWebJobsStorage__accountName")
+    queue_uri = reader.optional("AzureWebJobsStorage__queueServiceUri")
+    table_uri = reader.optional("AzureWebJobsStorage__tableServiceUri")
+    if account:
+        queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+        table_uri = table_uri or f"https://{account}.table.core.windows.net"
+    if not (queue_uri and table_uri):
+        raise ConfigError(
+            "AzureWebJobsStorage is not set: give a connection string, or the identity-based "
+            "AzureWebJobsStorage__queueServiceUri and AzureWebJobsStorage__tableServiceUri "
+            "(or AzureWebJobsStorage__accountName)"
+        )
+    return StorageSettings(
+        queue_service_uri=queue_uri,
+        table_service_uri=table_uri,
+        client_id=reader.optional("AzureWebJobsStorage__clientId"),
+    )
+
+
+def _partner_center(reader: _Reader) -> PartnerCenterSettings:
+    base_url = reader.text("PARTNER_CENTER_BASE_URL", "https://api.partnercenter.microsoft.com").rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"PARTNER_CENTER_BASE_URL must be an absolute https URL, got {base_url!r}")
+    loopback = is_loopback_url(base_url)
+    if parts.scheme == "http" and not loopback:
+        raise ConfigError("PARTNER_CENTER_BASE_URL must use https unless it points at a loopback address")
+    auth = reader.optional("PARTNER_CENTER_AUTH")
+    if not auth:
+        raise ConfigError(f"PARTNER_CENTER_AUTH is not set; choose one of {', '.join(AUTH_MODES)}")
+    auth = auth.strip().lower()
+    if auth not in AUTH_MODES:
+        raise ConfigError(f"PARTNER_CENTER_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+    if auth == "simulator" and not loopback:
+        raise ConfigError(
+            "PARTNER_CENTER_AUTH=simulator sends a fixed development token and is refused unless "
+            f"PARTNER_CENTER_BASE_URL is a loopback address (it is {base_url!r})"
+        )
+    required = {
+        "client_secret": ("PARTNER_CENTER_TENANT_ID", "PARTNER_CENTER_CLIENT_ID", "PARTNER_CENTER_CLIENT_SECRET"),
+        "certificate": ("PARTNER_CENTER_TENANT_ID", "PARTNER_CENTER_CLIENT_ID", "PARTNER_CENTER_CERTIFICATE_PATH"),
+        "managed_identity_federation": (
+            "PARTNER_CENTER_TENANT_ID",
+            "PARTNER_CENTER_CLIENT_ID",
+            "PARTNER_CENTER_MANAGED_IDENTITY_CLIENT_ID",
+        ),
+    }.get(auth, ())
+    for name in required:
+        if not reader.optional(name):
+            raise ConfigError(f"{name} is required when PARTNER_CENTER_AUTH={auth}")
+    return PartnerCenterSettings(
+        base_url=base_url,
+        scope=reader.text("PARTNER_CENTER_SCOPE", "https://api.partnercenter.microsoft.com/.default"),
+        auth=auth,
+        tenant_id=reader.optional("PARTNER_CENTER_TENANT_ID"),
+        client_id=reader.optional("PARTNER_CENTER_CLIENT_ID"),
+        client_secret=reader.optional("PARTNER_CENTER_CLIENT_SECRET"),
+        certificate_path=reader.optional("PARTNER_CENTER_CERTIFICATE_PATH"),
+        certificate_password=reader.optional("PARTNER_CENTER_CERTIFICATE_PASSWORD"),
+        managed_identity_client_id=reader.optional("PARTNER_CENTER_MANAGED_IDENTITY_CLIENT_ID"),
+        locale=reader.text("PARTNER_CENTER_LOCALE", "en-US"),
+        connect_timeout=reader.seconds("PARTNER_CENTER_CONNECT_TIMEOUT_SECONDS", 5, minimum=0.1, maximum=120),
+        read_timeout=reader.seconds("PARTNER_CENTER_READ_TIMEOUT_SECONDS", 30, minimum=0.1, maximum=300),
+    )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def seconds(self, name: str, default: float, minimum: float, maximum: float = math.inf) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return float(default)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            bound = f"between {minimum:g} and {maximum:g}" if math.isfinite(maximum) else f"at least {minimum:g}"
+            raise ConfigError(f"{name} must be {bound}, got {raw!r}")
+        return value
+
+    def queue(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not _QUEUE_NAME.match(value):
+            raise ConfigError(
+                f"{name} must be a queue name of 3-56 lowercase letters, digits and single hyphens, got {value!r}"
+            )
+        return value
+
+    def table(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not _TABLE_NAME.match(value) or value.lower() == "tables":
+            raise ConfigError(f"{name} must be a table name of 3-63 letters and digits, got {value!r}")
+        return value

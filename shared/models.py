@@ -1,0 +1,63 @@
+"""Typed Partner Center batch status (BatchUploadDetails / DeviceUploadDetails) and outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class UploadStatus(StrEnum):
+    """DeviceUploadStatusType, the same enum for a batch and for each device."""
+
+    UNKNOWN = "unknown"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    FINISHED = "finished"
+    FINISHED_WITH_ERRORS = "finished_with_errors"
+
+
+FINAL_STATUSES = frozenset({UploadStatus.FINISHED.value, UploadStatus.FINISHED_WITH_ERRORS.value})
+
+
+class Outcome(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    TIMED_OUT = "timed_out"
+    NOT_FOUND = "not_found"
+    ACCESS_DENIED = "access_denied"
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    serial_number: str | None
+    product_key: str | None
+    device_id: str | None
+    status: str
+    error_code: str | None
+    error_description: str | None
+    # Other scalar fields Partner Center returned, kept under their JSON names.
+    extra: dict[str, str | int | float | bool] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """A device has failed unless it finished with an empty error code."""
+        return not (self.status == UploadStatus.FINISHED and not self.error_code)
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    batch_tracking_id: str | None
+    status: str
+    started_time: datetime | None
+    completed_time: datetime | None
+    devices: tuple[DeviceStatus, ...]
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def failed_devices(self) -> tuple[DeviceStatus, ...]:
+        return tuple(device for device in self.devices if device.failed)

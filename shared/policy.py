@@ -1,0 +1,138 @@
+"""Pure polling decisions: what to do with one poll's result, and when to poll next."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .models import BatchStatus, Outcome
+
+
+@dataclass(frozen=True)
+class PollingPolicy:
+    initial_delay: float = 30.0
+    max_delay: float = 600.0
+    deadline: float = 172_800.0
+    not_found_grace: float = 900.0
+    # The next delay is this fraction of the time already waited (bounded by the two delays above):
+    # poll times grow geometrically, so the lag after completion stays near a fixed share of the
+    # batch's duration while the number of calls grows only with the logarithm of it.
+    backoff_factor: float = 0.18
+    jitter: float = 0.1
+    auth_failure_limit: int = 3
+
+
+# Results of one poll, as classified by the Partner Center client.
+@dataclass(frozen=True)
+class StatusReceived:
+    batch: BatchStatus
+
+
+@dataclass(frozen=True)
+class NotFound:
+    pass
+
+
+@dataclass(frozen=True)
+class Throttled:
+    retry_after: float | None
+
+
+@dataclass(frozen=True)
+class Transient:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Denied:
+    status_code: int
+
+
+PollResult = StatusReceived | NotFound | Throttled | Transient | Denied
+
+
+@dataclass(frozen=True)
+class Requeue:
+    delay: float
+    reason: str
+    errors: int = 0
+    auth_failures: int = 0
+
+
+@dataclass(frozen=True)
+class Finalize:
+    outcome: Outcome
+    reason: str
+
+
+Decision = Requeue | Finalize
+
+
+def final_outcome(batch: BatchStatus) -> Outcome:
+    """A final batch with any failed device is completed_with_failures, whatever its own status says."""
+    return Outcome.COMPLETED_WITH_FAILURES if batch.failed_devices else Outcome.COMPLETED
+
+
+def decide(
+    result: PollResult,
+    elapsed: float,
+    errors: int,
+    auth_failures: int,
+    policy: PollingPolicy,
+    rng: random.Random,
+) -> Decision:
+    """Decide after one poll. elapsed: seconds since the batch was first seen."""
+    if isinstance(result, StatusReceived) and result.batch.is_final:
+        return Finalize(final_outcome(result.batch), f"batch status {result.batch.status}")
+    if isinstance(result, Denied):
+        denied = auth_failures + 1
+        if denied >= policy.auth_failure_limit:
+            return Finalize(Outcome.ACCESS_DENIED, f"HTTP {result.status_code} on {denied} polls in a row")
+    if isinstance(result, NotFound) and elapsed >= policy.not_found_grace:
+        return Finalize(Outcome.NOT_FOUND, f"404 {elapsed:.0f} s after first seen")
+    if elapsed >= policy.deadline:
+        return Finalize(Outcome.TIMED_OUT, f"not final {elapsed:.0f} s after first seen")
+
+    scheduled = scheduled_delay(elapsed, policy)
+    if isinstance(result, StatusReceived):
+        return _requeue(scheduled, f"batch status {result.batch.status}", 0, 0, elapsed, policy, rng)
+    if isinstance(result, NotFound):
+        return _requeue(scheduled, "404: batch not visible yet", 0, 0, elapsed, policy, rng)
+    failures = errors + 1
+    delay = max(scheduled, error_backoff(failures, policy))
+    if isinstance(result, Throttled):
+        retry_after = result.retry_after or 0.0
+        return _requeue(
+            max(delay, retry_after), f"429 (Retry-After {retry_after:g} s)", failures, auth_failures,
+            elapsed, policy, rng, floor=retry_after,
+        )
+    if isinstance(result, Denied):
+        return _requeue(delay, f"HTTP {result.status_code}", errors, auth_failures + 1, elapsed, policy, rng)
+    return _requeue(delay, result.reason, failures, auth_failures, elapsed, policy, rng)
+
+
+def scheduled_delay(elapsed: float, policy: PollingPolicy) -> float:
+    return min(policy.max_delay, max(policy.initial_delay, policy.backoff_factor * elapsed))
+
+
+def error_backoff(consecutive_errors: int, policy: PollingPolicy) -> float:
+    exponent = min(max(consecutive_errors - 1, 0), 32)
+    return min(policy.max_delay, policy.initial_delay * 2.0**exponent)
+
+
+def _requeue(
+    delay: float,
+    reason: str,
+    errors: int,
+    auth_failures: int,
+    elapsed: float,
+    policy: PollingPolicy,
+    rng: random.Random,
+    floor: float = 0.0,
+) -> Requeue:
+    jittered = delay * (1.0 + rng.uniform(-policy.jitter, policy.jitter))
+    jittered = max(floor, min(jittered, max(policy.max_delay, floor)))
+    # One last poll at the deadline rather than after it.
+    remaining = policy.deadline - elapsed
+    jittered = max(1.0, min(jittered, remaining)) if remaining > 0 else 1.0
+    return Requeue(round(jittered, 3), reason, errors, auth_failures)

@@ -1,0 +1,175 @@
+"""Table Storage rows: the batch row, the device rows and the serial-number history."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from .device_keys import device_row_keys, history_partition_key
+from .models import DeviceStatus
+from .storage import StorageClients
+
+log = logging.getLogger("batchwatch.results_store")
+
+TRANSACTION_LIMIT = 100
+MAX_STRING_CHARS = 32_000  # Table Storage holds 64 KiB of UTF-16 per string property
+HISTORY_WRITE_THREADS = 8
+_RESERVED = frozenset({"PartitionKey", "RowKey", "Timestamp", "customerId", "batchTrackingId", "failed"})
+
+
+class RowChangedError(Exception):
+    """The batch row's etag no longer matches: another message changed it."""
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    entity: Mapping[str, Any]
+    etag: str
+
+    @property
+    def outcome(self) -> str:
+        return str(self.entity.get("outcome") or "pending")
+
+    @property
+    def is_final(self) -> bool:
+        return self.outcome != "pending"
+
+    @property
+    def chain_token(self) -> str:
+        return str(self.entity.get("chainToken") or "")
+
+
+class ResultsStore:
+    def __init__(self, clients: StorageClients, batch_table: str, device_table: str, history_table: str) -> None:
+        self._clients = clients
+        self._batch_table = batch_table
+        self._device_table = device_table
+        self._history_table = history_table
+
+    # --- the batch row -------------------------------------------------------------------------
+    def get_batch(self, customer_id: str, tracking_id: str) -> BatchRow | None:
+        def read(client: Any) -> BatchRow | None:
+            try:
+                entity = client.get_entity(customer_id, tracking_id)
+            except ResourceNotFoundError:
+                return None
+            return BatchRow(entity, entity.metadata["etag"])
+
+        return self._clients.with_table(self._batch_table, read)
+
+    def create_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any]) -> str | None:
+        """Create the row; None when it already exists."""
+        entity = {"PartitionKey": customer_id, "RowKey": tracking_id, **fields}
+        try:
+            metadata = self._clients.with_table(self._batch_table, lambda client: client.create_entity(entity))
+        except ResourceExistsError:
+            return None
+        return str(metadata["etag"])
+
+    def update_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any], etag: str | None) -> str:
+        """Merge fields; with an etag, only if the row is unchanged (else RowChangedError)."""
+        entity = {"PartitionKey": customer_id, "RowKey": tracking_id, **fields}
+        if etag is None:
+            metadata = self._clients.with_table(self._batch_table, lambda client: client.upsert_entity(entity))
+            return str(metadata["etag"])
+        try:
+            metadata = self._clients.with_table(
+                self._batch_table,
+                lambda client: client.update_entity(entity, etag=etag, match_condition=MatchConditions.IfNotModified),
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise RowChangedError(str(exc)) from exc
+        return str(metadata["etag"])
+
+    # --- device rows and history ---------------------------------------------------------------
+    def write_devices(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...]) -> int:
+        """Upsert one row per device in transactions of at most 100; returns the transaction count."""
+        entities = (
+            device_entity(device, customer_id, tracking_id, tracking_id, row_key)
+            for device, row_key in zip(devices, device_row_keys(devices), strict=True)
+        )
+        transactions = 0
+        for group in _chunks(entities, TRANSACTION_LIMIT):
+            operations = [("upsert", entity, {"mode": "replace"}) for entity in group]
+            self._clients.with_table(self._device_table, lambda client, ops=operations: client.submit_transaction(ops))
+            transactions += 1
+        return transactions
+
+    def write_history(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...]) -> int:
+        """One row per device under its serial's partition, so each device is its own request."""
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        repeats: dict[str, int] = {}
+        for device in devices:
+            partition = history_partition_key(device)
+            count = repeats[partition] = repeats.get(partition, 0) + 1
+            row_key = tracking_id if count == 1 else f"{tracking_id}~{count}"
+            by_partition.setdefault(partition, []).append(
+                device_entity(device, customer_id, tracking_id, partition, row_key)
+            )
+        groups = [group for entities in by_partition.values() for group in _chunks(iter(entities), TRANSACTION_LIMIT)]
+        client = self._clients.with_table(self._history_table, lambda table_client: table_client)
+
+        def write(group: list[dict[str, Any]]) -> None:
+            if len(group) == 1:
+                client.upsert_entity(group[0], mode="replace")
+            else:
+                client.submit_transaction([("upsert", entity, {"mode": "replace"}) for entity in group])
+
+        with ThreadPoolExecutor(max_workers=HISTORY_WRITE_THREADS) as pool:
+            for _ in pool.map(write, groups):
+                pass
+        return len(groups)
+
+
+def device_entity(
+    device: DeviceStatus, customer_id: str, tracking_id: str, partition_key: str, row_key: str
+) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": partition_key,
+        "RowKey": row_key,
+        "customerId": customer_id,
+        "batchTrackingId": tracking_id,
+        "failed": device.failed,
+        "status": device.status,
+    }
+    for name, value in (
+        ("serialNumber", device.serial_number),
+        ("productKey", device.product_key),
+        ("deviceId", device.device_id),
+        ("errorCode", device.error_code),
+        ("errorDescription", device.error_description),
+    ):
+        if value is not None:
+            entity[name] = value
+    for name, value in list(device.extra.items())[:200]:
+        if name not in _RESERVED and name not in entity:
+            entity[name] = value
+    truncated = [name for name, value in entity.items() if isinstance(value, str) and len(value) > MAX_STRING_CHARS]
+    for name in truncated:
+        entity[name] = entity[name][:MAX_STRING_CHARS]
+    if truncated:
+        entity["truncatedFields"] = ",".join(truncated)
+    return entity
+
+
+def batch_times(started: datetime | None, completed: datetime | None) -> dict[str, Any]:
+    times: dict[str, Any] = {}
+    if started:
+        times["startedTime"] = started
+    if completed:
+        times["completedTime"] = completed
+    return times
+
+
+def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(items)
+    while group := list(islice(iterator, size)):
+        yield group
