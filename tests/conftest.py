@@ -1,0 +1,189 @@
+"""Shared fixtures: Azurite for the session; a simulator, settings and a local host per test."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import requests
+
+from local.azurite import Azurite, start_azurite
+from local.host import LocalHost
+from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_in_thread
+from shared.app import reset_app
+from shared.auth import SIMULATOR_TOKEN
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    instance = start_azurite(log_dir=tmp_path_factory.mktemp("azurite-logs"))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorServer]:
+    server = start_in_thread(Simulator(SimulatorConfig(queued_seconds=0.5, processing_seconds=1.0)))
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def settings_env(azurite: Azurite, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """App settings for one test: its own queues and tables, short polling delays."""
+    suffix = uuid.uuid4().hex[:8]
+    values = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "PARTNER_CENTER_BASE_URL": simulator.url,
+        "PARTNER_CENTER_AUTH": "simulator",
+        "STATUS_QUEUE_NAME": f"status-{suffix}",
+        "FAILURE_QUEUE_NAME": f"failures-{suffix}",
+        "BATCH_TABLE_NAME": f"Batch{suffix}",
+        "DEVICE_TABLE_NAME": f"Device{suffix}",
+        "DEVICE_HISTORY_TABLE_NAME": f"History{suffix}",
+        "ALERT_TABLE_NAME": f"Alert{suffix}",
+        "POLL_INITIAL_DELAY_SECONDS": "1",
+        "POLL_MAX_DELAY_SECONDS": "2",
+        "POLL_DEADLINE_SECONDS": "120",
+        "NOT_FOUND_GRACE_SECONDS": "60",
+        "CHAIN_STALE_GRACE_SECONDS": "3",
+    }
+    for name in [key for key in os.environ if key.startswith(("PARTNER_CENTER_", "POLL_", "ALERT_"))]:
+        monkeypatch.delenv(name)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    reset_app()
+    yield values
+    reset_app()
+
+
+@dataclass
+class Stack:
+    """The running app for one test and the ways a test looks at it."""
+
+    env: dict[str, str]
+    azurite: Azurite
+    simulator: SimulatorServer
+    host: LocalHost | None = None
+
+    # --- driving -------------------------------------------------------------------------------------
+    def start_host(self, **options: Any) -> LocalHost:
+        self.host = LocalHost(PROJECT_ROOT, os.environ, max_polling_interval=options.pop("max_polling_interval", 0.2),
+                              **options)
+        self.host.start()
+        return self.host
+
+    def stop_host(self) -> None:
+        if self.host is not None:
+            self.host.stop()
+            self.host = None
+
+    def upload(self, customer_id: str, devices: list[dict[str, Any]]) -> str:
+        """Upload like an upstream job; returns the Location header."""
+        response = requests.post(
+            f"{self.simulator.url}/v1/customers/{customer_id}/deviceBatches",
+            json={"batchId": f"test-{uuid.uuid4().hex[:6]}", "devices": devices},
+            headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        return response.headers["Location"]
+
+    def control(self, endpoint: str, document: Any) -> None:
+        response = requests.post(f"{self.simulator.url}/_sim/{endpoint}", json=document, timeout=10)
+        assert response.status_code == 200, response.text
+
+    def sim_requests(self) -> list[dict[str, Any]]:
+        return requests.get(f"{self.simulator.url}/_sim/requests", timeout=10).json()["requests"]
+
+    def send(self, body: str | dict[str, Any], visibility_timeout: int | None = None) -> None:
+        text = body if isinstance(body, str) else json.dumps(body)
+        self.queue(self.env["STATUS_QUEUE_NAME"]).send_message(text, visibility_timeout=visibility_timeout)
+
+    # --- looking -------------------------------------------------------------------------------------
+    def queue(self, name: str) -> Any:
+        from azure.storage.queue import QueueClient
+
+        client = QueueClient.from_connection_string(self.azurite.connection_string, name)
+        try:
+            client.create_queue()
+        except Exception:
+            pass
+        return client
+
+    def table(self, setting: str) -> Any:
+        from azure.data.tables import TableClient
+
+        return TableClient.from_connection_string(self.azurite.connection_string, self.env[setting])
+
+    def batch_row(self, customer_id: str, tracking_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.table("BATCH_TABLE_NAME").get_entity(customer_id, tracking_id))
+        except Exception:
+            return None
+
+    def rows(self, setting: str, query: str | None = None, **parameters: Any) -> list[dict[str, Any]]:
+        try:
+            table = self.table(setting)
+            found = table.query_entities(query, parameters=parameters) if query else table.list_entities()
+            return [dict(entity) for entity in found]
+        except Exception as exc:
+            if "TableNotFound" in str(exc):
+                return []
+            raise
+
+    def peek(self, queue_name: str) -> list[Any]:
+        """Every message in a queue, visible or not, read by receiving with a 1 s lease."""
+        return list(self.queue(queue_name).peek_messages(max_messages=32))
+
+    def drain(self, queue_name: str) -> list[str]:
+        client = self.queue(queue_name)
+        texts = []
+        while batch := list(client.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=60)):
+            for message in batch:
+                texts.append(message.content)
+                client.delete_message(message)
+        return texts
+
+    def wait_final(self, customer_id: str, tracking_id: str, timeout: float = 60) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            row = self.batch_row(customer_id, tracking_id)
+            return row if row and row.get("outcome") not in (None, "pending") else None
+
+        return wait_for(final, timeout, f"batch {tracking_id} to reach a final outcome")
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def stack(settings_env: dict[str, str], azurite: Azurite, simulator: SimulatorServer) -> Iterator[Stack]:
+    running = Stack(settings_env, azurite, simulator)
+    yield running
+    running.stop_host()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_sdk_logs() -> None:
+    for noisy in ("azure", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
