@@ -53,10 +53,27 @@ def main() -> int:
             "PYTHONUNBUFFERED": "1",
         }
         print(f"Starting the Partner Center simulator on {simulator_url} (5% 429s, 5% 503s injected) ...", flush=True)
-        processes.append(_spawn(
-            [sys.executable, "-m", "local.simulator", "--port", simulator_url.rsplit(":", 1)[1],
-             "--queued-seconds", "3", "--processing-seconds", "8", "--rate-429", "0.05", "--rate-503", "0.05"],
-            env, workdir / "simulator.log"))
+        processes.append(
+            _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "local.simulator",
+                    "--port",
+                    simulator_url.rsplit(":", 1)[1],
+                    "--queued-seconds",
+                    "3",
+                    "--processing-seconds",
+                    "8",
+                    "--rate-429",
+                    "0.05",
+                    "--rate-503",
+                    "0.05",
+                ],
+                env,
+                workdir / "simulator.log",
+            )
+        )
         _wait_http(simulator_url + "/_sim/batches")
         host_log = workdir / "host.log"
         print("Starting the local Functions host (check_batch_status, notify_failures) ...", flush=True)
@@ -83,13 +100,31 @@ def _upload_demo_batches(simulator_url: str) -> list[dict[str, Any]]:
     _control(simulator_url, "registrations", {"serialNumber": "KNOWN-0001", "customerId": customer_b})
     hash_ok = base64.b64encode(b"demo-hardware-hash-" * 8).decode()
     plans = [
-        ("all devices fine", customer_a, [{"serialNumber": f"CLEAN-{i:04}", "productKey": f"PK-{i:04}"} for i in range(5)]),
-        ("808: registered to another tenant", customer_b,
-         [{"serialNumber": "REFURB-0001"}, {"serialNumber": "REFURB-0002"}, {"serialNumber": "NEW-0001"}]),
-        ("806, duplicate hash, bad hash", customer_b,
-         [{"serialNumber": "KNOWN-0001"}, {"serialNumber": "DUP-1", "hardwareHash": hash_ok},
-          {"serialNumber": "DUP-2", "hardwareHash": hash_ok}, {"serialNumber": "HASH-BAD", "hardwareHash": "###"}]),
-        ("1,000 devices", customer_a, [{"serialNumber": f"FLEET-{i:05}", "productKey": f"FPK-{i:05}"} for i in range(1000)]),
+        (
+            "all devices fine",
+            customer_a,
+            [{"serialNumber": f"CLEAN-{i:04}", "productKey": f"PK-{i:04}"} for i in range(5)],
+        ),
+        (
+            "808: registered to another tenant",
+            customer_b,
+            [{"serialNumber": "REFURB-0001"}, {"serialNumber": "REFURB-0002"}, {"serialNumber": "NEW-0001"}],
+        ),
+        (
+            "806, duplicate hash, bad hash",
+            customer_b,
+            [
+                {"serialNumber": "KNOWN-0001"},
+                {"serialNumber": "DUP-1", "hardwareHash": hash_ok},
+                {"serialNumber": "DUP-2", "hardwareHash": hash_ok},
+                {"serialNumber": "HASH-BAD", "hardwareHash": "###"},
+            ],
+        ),
+        (
+            "1,000 devices",
+            customer_a,
+            [{"serialNumber": f"FLEET-{i:05}", "productKey": f"FPK-{i:05}"} for i in range(1000)],
+        ),
     ]
     batches = []
     for label, customer, devices in plans:
@@ -101,12 +136,19 @@ def _upload_demo_batches(simulator_url: str) -> list[dict[str, Any]]:
         )
         response.raise_for_status()
         location = response.headers["Location"]
-        batches.append({"label": label, "customerId": customer, "location": location,
-                        "trackingId": location.rsplit("/", 1)[1]})
+        batches.append(
+            {"label": label, "customerId": customer, "location": location, "trackingId": location.rsplit("/", 1)[1]}
+        )
         print(f"  uploaded '{label}': 202, Location: {location}")
     missing = str(uuid.uuid4())
-    batches.append({"label": "unknown tracking id (404)", "customerId": customer_a,
-                    "location": f"/customers/{customer_a}/batchJobStatus/{missing}", "trackingId": missing})
+    batches.append(
+        {
+            "label": "unknown tracking id (404)",
+            "customerId": customer_a,
+            "location": f"/customers/{customer_a}/batchJobStatus/{missing}",
+            "trackingId": missing,
+        }
+    )
     return batches
 
 
@@ -120,8 +162,9 @@ def _drop_messages(azurite: Azurite, queue_name: str, batches: list[dict[str, An
         pass
     for index, batch in enumerate(batches):
         if index == 0:  # ids form, base64-encoded as the Functions default encoding would send it
-            body = json.dumps({"customerId": batch["customerId"], "batchTrackingId": batch["trackingId"],
-                               "source": "demo-upload-job"})
+            body = json.dumps(
+                {"customerId": batch["customerId"], "batchTrackingId": batch["trackingId"], "source": "demo-upload-job"}
+            )
             queue.send_message(base64.b64encode(body.encode()).decode())
         else:
             queue.send_message(json.dumps({"location": batch["location"], "source": "demo-upload-job"}))
@@ -148,8 +191,11 @@ def _watch(azurite: Azurite, batches: list[dict[str, Any]]) -> dict[str, str]:
             state = (row.get("status"), row.get("outcome"))
             if seen.get(batch["trackingId"]) != state:
                 seen[batch["trackingId"]] = state
-                print(f"{time.strftime('%H:%M:%S')}  {batch['label']:36} status {row.get('status'):12} "
-                      f"outcome {row.get('outcome'):24} after {row.get('pollCount', 0)} polls", flush=True)
+                print(
+                    f"{time.strftime('%H:%M:%S')}  {batch['label']:36} status {row.get('status'):12} "
+                    f"outcome {row.get('outcome'):24} after {row.get('pollCount', 0)} polls",
+                    flush=True,
+                )
             outcomes[batch["trackingId"]] = str(row.get("outcome") or "pending")
         time.sleep(0.5)
     _wait_for_empty_queue(azurite, DEMO_SETTINGS["FAILURE_QUEUE_NAME"])
@@ -184,20 +230,27 @@ def _summary(azurite: Azurite, batches: list[dict[str, Any]], outcomes: dict[str
     print(f"{'batch':36} {'outcome':25} {'status':22} {'devices':>7} {'failed':>6} {'polls':>5}")
     codes: Counter[str] = Counter()
     for batch in batches:
+        row: dict[str, Any] = {}
         try:
-            row = batch_table.get_entity(batch["customerId"], batch["trackingId"])
+            row = dict(batch_table.get_entity(batch["customerId"], batch["trackingId"]))
         except Exception:
-            row = {}
-        print(f"{batch['label'][:36]:36} {row.get('outcome', '-'):25} {row.get('status', '-'):22} "
-              f"{row.get('deviceCount', 0):>7} {row.get('failedDeviceCount', 0):>6} {row.get('pollCount', 0):>5}")
-        failed = device_table.query_entities("PartitionKey eq @tid and failed eq true",
-                                             parameters={"tid": batch["trackingId"]})
+            pass
+        print(
+            f"{batch['label'][:36]:36} {row.get('outcome', '-'):25} {row.get('status', '-'):22} "
+            f"{row.get('deviceCount', 0):>7} {row.get('failedDeviceCount', 0):>6} {row.get('pollCount', 0):>5}"
+        )
+        failed = device_table.query_entities(
+            "PartitionKey eq @tid and failed eq true", parameters={"tid": batch["trackingId"]}
+        )
         codes.update(f"{device.get('errorCode')} {device.get('errorDescription')}" for device in failed)
     print("\nFailed devices by error code")
     for code, count in codes.most_common():
         print(f"  {count:4}  {code}")
-    alerts = [line.split("ALERT ", 1)[1].strip() for line in host_log.read_text(errors="replace").splitlines()
-              if "ALERT " in line]
+    alerts = [
+        line.split("ALERT ", 1)[1].strip()
+        for line in host_log.read_text(errors="replace").splitlines()
+        if "ALERT " in line
+    ]
     print(f"\nFailure chunks sent to the failure queue and received by notify_failures: {len(alerts)}")
     for alert in alerts:
         print(f"  {alert[:200]}")
@@ -213,8 +266,9 @@ def _summary(azurite: Azurite, batches: list[dict[str, Any]], outcomes: dict[str
 
 def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log_file = open(log_path, "wb")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

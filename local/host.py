@@ -72,7 +72,9 @@ class QueueOptions:
             new_batch_threshold=queues.get("newBatchThreshold"),
             max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
             visibility_timeout=parse_timespan(queues.get("visibilityTimeout", "00:00:00")),
-            max_polling_interval=max(MIN_POLLING_INTERVAL, parse_timespan(queues.get("maxPollingInterval", "00:01:00"))),
+            max_polling_interval=max(
+                MIN_POLLING_INTERVAL, parse_timespan(queues.get("maxPollingInterval", "00:01:00"))
+            ),
             message_encoding=str(queues.get("messageEncoding", "base64")).lower(),
         )
 
@@ -204,17 +206,24 @@ class LocalHost:
                 max_workers=self.options.batch_size + self.options.threshold, thread_name_prefix=function.name
             )
             self._executors.append(executor)
-            thread = threading.Thread(target=self._listen, args=(function, executor), name=f"listen-{function.name}",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=self._listen, args=(function, executor), name=f"listen-{function.name}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         renewer = threading.Thread(target=self._renew_leases, name="lease-renewal", daemon=True)
         renewer.start()
         self._threads.append(renewer)
-        log.info("Host started (batchSize %d, newBatchThreshold %d, maxDequeueCount %d, visibilityTimeout %gs, "
-                 "maxPollingInterval %gs, messageEncoding %s)", self.options.batch_size, self.options.threshold,
-                 self.options.max_dequeue_count, self.options.visibility_timeout,
-                 self.options.max_polling_interval, self.options.message_encoding)
+        log.info(
+            "Host started (batchSize %d, newBatchThreshold %d, maxDequeueCount %d, visibilityTimeout %gs, "
+            "maxPollingInterval %gs, messageEncoding %s)",
+            self.options.batch_size,
+            self.options.threshold,
+            self.options.max_dequeue_count,
+            self.options.visibility_timeout,
+            self.options.max_polling_interval,
+            self.options.message_encoding,
+        )
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop receiving, let running functions finish, release messages that have not started."""
@@ -248,14 +257,19 @@ class LocalHost:
     def _storage_settings(self, connection: str) -> StorageSettings:
         if connection in ("", "AzureWebJobsStorage"):
             return load_storage_settings(self.env)
-        prefix = connection if connection in self.env or f"{connection}__queueServiceUri" in self.env \
+        prefix = (
+            connection
+            if connection in self.env or f"{connection}__queueServiceUri" in self.env
             else f"AzureWebJobs{connection}"
-        return load_storage_settings({
-            "AzureWebJobsStorage": self.env.get(prefix, ""),
-            "AzureWebJobsStorage__queueServiceUri": self.env.get(f"{prefix}__queueServiceUri", ""),
-            "AzureWebJobsStorage__tableServiceUri": self.env.get(f"{prefix}__tableServiceUri", "-"),
-            "AzureWebJobsStorage__clientId": self.env.get(f"{prefix}__clientId", ""),
-        })
+        )
+        return load_storage_settings(
+            {
+                "AzureWebJobsStorage": self.env.get(prefix, ""),
+                "AzureWebJobsStorage__queueServiceUri": self.env.get(f"{prefix}__queueServiceUri", ""),
+                "AzureWebJobsStorage__tableServiceUri": self.env.get(f"{prefix}__tableServiceUri", "-"),
+                "AzureWebJobsStorage__clientId": self.env.get(f"{prefix}__clientId", ""),
+            }
+        )
 
     def _listen(self, function: QueueFunction, executor: ThreadPoolExecutor) -> None:
         clients = self.clients_for(function.connection)
@@ -277,11 +291,13 @@ class LocalHost:
             if self._stopping.is_set():
                 break
             try:
-                messages = list(queue.receive_messages(
-                    messages_per_page=self.options.batch_size,
-                    max_messages=self.options.batch_size,
-                    visibility_timeout=int(self.lease_seconds),
-                ))
+                messages = list(
+                    queue.receive_messages(
+                        messages_per_page=self.options.batch_size,
+                        max_messages=self.options.batch_size,
+                        visibility_timeout=int(self.lease_seconds),
+                    )
+                )
             except Exception as exc:  # a missing queue or a storage outage: keep polling, like the host
                 if getattr(exc, "error_code", None) == "QueueNotFound":
                     _create_queue(queue)
@@ -298,7 +314,7 @@ class LocalHost:
                 with pending_lock:
                     pending += 1
                 with self._lock:
-                    self._in_flight[message.id] = _InFlight(function, message, message.pop_receipt)
+                    self._in_flight[message.id] = _InFlight(function, message, message.pop_receipt or "")
                 executor.submit(self._process, function, clients, message).add_done_callback(done)
 
     def _process(self, function: QueueFunction, clients: StorageClients, message: Any) -> None:
@@ -317,21 +333,30 @@ class LocalHost:
                 self._to_poison(function, clients, message, "message is not valid base64")
                 return
             invocation_id = str(uuid.uuid4())
-            log.info("Executing 'Functions.%s' (Reason='New queue message detected on '%s'.', Id=%s)",
-                     function.name, function.queue_name, invocation_id)
+            log.info(
+                "Executing 'Functions.%s' (Reason='New queue message detected on '%s'.', Id=%s)",
+                function.name,
+                function.queue_name,
+                invocation_id,
+            )
             started = time.monotonic()
             kwargs: dict[str, Any] = {function.parameter: self._message(message, body)}
             if function.wants_context:
-                kwargs["context"] = SimpleNamespace(invocation_id=invocation_id, function_name=function.name,
-                                                    function_directory=str(function.directory))
+                kwargs["context"] = SimpleNamespace(
+                    invocation_id=invocation_id, function_name=function.name, function_directory=str(function.directory)
+                )
             try:
                 function.entry(**kwargs)
             except Exception:
                 with self._lock:
                     self.invocations += 1
                     self.failures += 1
-                log.exception("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)", function.name,
-                              invocation_id, (time.monotonic() - started) * 1000)
+                log.exception(
+                    "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",
+                    function.name,
+                    invocation_id,
+                    (time.monotonic() - started) * 1000,
+                )
                 if message.dequeue_count >= self.options.max_dequeue_count:
                     self._to_poison(function, clients, message, "function failed maxDequeueCount times")
                 else:
@@ -339,8 +364,12 @@ class LocalHost:
                 return
             with self._lock:
                 self.invocations += 1
-            log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", function.name, invocation_id,
-                     (time.monotonic() - started) * 1000)
+            log.info(
+                "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
+                function.name,
+                invocation_id,
+                (time.monotonic() - started) * 1000,
+            )
             self._delete(queue, message.id)
         finally:
             with self._lock:
@@ -367,8 +396,13 @@ class LocalHost:
 
     def _to_poison(self, function: QueueFunction, clients: StorageClients, message: Any, why: str) -> None:
         poison = f"{function.queue_name}-poison"
-        log.warning("Message has reached MaxDequeueCount of %d (%s). Moving message to queue '%s'. MessageId=%s",
-                    self.options.max_dequeue_count, why, poison, message.id)
+        log.warning(
+            "Message has reached MaxDequeueCount of %d (%s). Moving message to queue '%s'. MessageId=%s",
+            self.options.max_dequeue_count,
+            why,
+            poison,
+            message.id,
+        )
         clients.send(poison, message.content)
         self._delete(clients.queue(function.queue_name), message.id)
 
@@ -397,14 +431,15 @@ class LocalHost:
             for item in due:
                 queue = self.clients_for(item.function.connection).queue(item.function.queue_name)
                 try:
-                    receipt = queue.update_message(item.message.id, item.pop_receipt,
-                                                   visibility_timeout=int(self.lease_seconds)).pop_receipt
+                    receipt = queue.update_message(
+                        item.message.id, item.pop_receipt, visibility_timeout=int(self.lease_seconds)
+                    ).pop_receipt
                 except Exception as exc:
                     log.warning("Renewing the lease of message %s failed: %s", item.message.id, exc)
                     continue
                 with self._lock:
                     if item.message.id in self._in_flight:
-                        item.pop_receipt, item.renewed_at = receipt, now
+                        item.pop_receipt, item.renewed_at = receipt or "", now
 
 
 def _create_queue(queue: Any) -> None:
@@ -423,8 +458,12 @@ def configure_logging(level: int = logging.INFO) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.host", description="Run the function folders locally.")
     parser.add_argument("--app-root", type=Path, default=Path("."))
-    parser.add_argument("--max-polling-interval", type=float, default=None,
-                        help="seconds; overrides host.json's maxPollingInterval (local development only)")
+    parser.add_argument(
+        "--max-polling-interval",
+        type=float,
+        default=None,
+        help="seconds; overrides host.json's maxPollingInterval (local development only)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     host = LocalHost(args.app_root, max_polling_interval=args.max_polling_interval)

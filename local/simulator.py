@@ -167,24 +167,37 @@ class Simulator:
         age = now - upload.created
         started = datetime.now(UTC) - timedelta(seconds=max(0.0, age - upload.queued_seconds))
         if age < upload.queued_seconds:
-            return _json({"batchTrackingId": upload.tracking_id, "status": "queued",
-                          "attributes": {"objectType": "BatchUploadDetails"}})
+            return _json(
+                {
+                    "batchTrackingId": upload.tracking_id,
+                    "status": "queued",
+                    "attributes": {"objectType": "BatchUploadDetails"},
+                }
+            )
         if age < upload.queued_seconds + upload.processing_seconds:
             devices = [{**_identity(result), "status": "processing"} for result in upload.results]
-            return _json({"batchTrackingId": upload.tracking_id, "status": "processing",
-                          "startedTime": _pc_time(started), "devicesStatus": devices,
-                          "attributes": {"objectType": "BatchUploadDetails"}})
+            return _json(
+                {
+                    "batchTrackingId": upload.tracking_id,
+                    "status": "processing",
+                    "startedTime": _pc_time(started),
+                    "devicesStatus": devices,
+                    "attributes": {"objectType": "BatchUploadDetails"},
+                }
+            )
         if upload.final_body is None:
             failed = any(result.get("errorCode") for result in upload.results)
             completed = datetime.now(UTC)
-            upload.final_body = _json({
-                "batchTrackingId": upload.tracking_id,
-                "status": upload.batch_status_with_errors if failed else "finished",
-                "startedTime": _pc_time(completed - timedelta(seconds=upload.processing_seconds)),
-                "completedTime": _pc_time(completed),
-                "devicesStatus": upload.results,
-                "attributes": {"objectType": "BatchUploadDetails"},
-            })
+            upload.final_body = _json(
+                {
+                    "batchTrackingId": upload.tracking_id,
+                    "status": upload.batch_status_with_errors if failed else "finished",
+                    "startedTime": _pc_time(completed - timedelta(seconds=upload.processing_seconds)),
+                    "completedTime": _pc_time(completed),
+                    "devicesStatus": upload.results,
+                    "attributes": {"objectType": "BatchUploadDetails"},
+                }
+            )
         return upload.final_body
 
     def next_fault(self, upload: Upload | None) -> str | None:
@@ -226,16 +239,28 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path == "/_sim/batches":
             with self.sim.lock:
-                self._send_json(200, {tid: {"customerId": u.customer_id, "gets": u.gets, "devices": len(u.results)}
-                                      for tid, u in self.sim.uploads.items()})
+                self._send_json(
+                    200,
+                    {
+                        tid: {"customerId": u.customer_id, "gets": u.gets, "devices": len(u.results)}
+                        for tid, u in self.sim.uploads.items()
+                    },
+                )
             return
         match = _STATUS.match(path)
         if not match:
             self._send_json(404, {"code": "404", "description": "Not found", "source": "simulator"})
             return
-        self.sim.record({"method": "GET", "path": path, "time": time.time(),
-                         "headers": {key: self.headers.get(key) for key in
-                                     ("MS-RequestId", "MS-CorrelationId", "X-Locale", "Accept")}})
+        self.sim.record(
+            {
+                "method": "GET",
+                "path": path,
+                "time": time.time(),
+                "headers": {
+                    key: self.headers.get(key) for key in ("MS-RequestId", "MS-CorrelationId", "X-Locale", "Accept")
+                },
+            }
+        )
         if not self._authorized():
             return
         customer_id, tracking_id = match[1].lower(), match[2].lower()
@@ -339,8 +364,11 @@ class Handler(BaseHTTPRequestHandler):
             return False
         if kind == "429":
             retry_after = argument or str(self.sim.config.retry_after)
-            self._send_json(429, {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} seconds."},
-                            {"Retry-After": retry_after})
+            self._send_json(
+                429,
+                {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} seconds."},
+                {"Retry-After": retry_after},
+            )
         elif kind in ("500", "502", "503", "504"):
             self._send_json(int(kind), {"code": "800003", "description": "Unexpected service error", "source": "sim"})
         elif kind in ("401", "403", "404"):
@@ -396,7 +424,7 @@ class SimulatorServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
 
 def start_in_thread(simulator: Simulator | None = None, port: int = 0) -> SimulatorServer:
@@ -443,11 +471,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--rate-{kind}", type=float, default=0.0, help=f"probability of a {kind} answer")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    rates = {kind: getattr(args, f"rate_{kind}") for kind in
-             ("429", "500", "503", "timeout", "slow", "malformed", "truncated", "html")}
-    config = SimulatorConfig(queued_seconds=args.queued_seconds, processing_seconds=args.processing_seconds,
-                             not_found_seconds=args.not_found_seconds, random_failure_rate=args.random_failure_rate,
-                             rates={k: v for k, v in rates.items() if v}, seed=args.seed)
+    rates = {
+        kind: getattr(args, f"rate_{kind}")
+        for kind in ("429", "500", "503", "timeout", "slow", "malformed", "truncated", "html")
+    }
+    config = SimulatorConfig(
+        queued_seconds=args.queued_seconds,
+        processing_seconds=args.processing_seconds,
+        not_found_seconds=args.not_found_seconds,
+        random_failure_rate=args.random_failure_rate,
+        rates={k: v for k, v in rates.items() if v},
+        seed=args.seed,
+    )
     server = SimulatorServer(("127.0.0.1", args.port), Simulator(config), verbose=args.verbose)
     print(f"Partner Center simulator listening on {server.url}", flush=True)
     try:

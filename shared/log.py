@@ -7,7 +7,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 
-class ContextLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class ContextLogger(logging.LoggerAdapter):  # type: ignore[type-arg,unused-ignore]
     """Appends [key=value ...] to every message, where the Functions host keeps it in the text."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:

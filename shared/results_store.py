@@ -7,11 +7,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from itertools import islice
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
 from .device_keys import device_row_keys, history_partition_key
 from .models import DeviceStatus
@@ -98,8 +100,8 @@ class ResultsStore:
         )
         transactions = 0
         for group in _chunks(entities, TRANSACTION_LIMIT):
-            operations = [("upsert", entity, {"mode": "replace"}) for entity in group]
-            self._clients.with_table(self._device_table, lambda client, ops=operations: client.submit_transaction(ops))
+            operations: list[Any] = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in group]
+            self._clients.with_table(self._device_table, partial(_submit, operations=operations))
             transactions += 1
         return transactions
 
@@ -119,9 +121,9 @@ class ResultsStore:
 
         def write(group: list[dict[str, Any]]) -> None:
             if len(group) == 1:
-                client.upsert_entity(group[0], mode="replace")
+                client.upsert_entity(group[0], mode=UpdateMode.REPLACE)
             else:
-                client.submit_transaction([("upsert", entity, {"mode": "replace"}) for entity in group])
+                _submit(client, [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in group])
 
         with ThreadPoolExecutor(max_workers=HISTORY_WRITE_THREADS) as pool:
             for _ in pool.map(write, groups):
@@ -140,24 +142,29 @@ def device_entity(
         "failed": device.failed,
         "status": device.status,
     }
-    for name, value in (
+    identity: tuple[tuple[str, str | None], ...] = (
         ("serialNumber", device.serial_number),
         ("productKey", device.product_key),
         ("deviceId", device.device_id),
         ("errorCode", device.error_code),
         ("errorDescription", device.error_description),
-    ):
-        if value is not None:
-            entity[name] = value
-    for name, value in list(device.extra.items())[:200]:
+    )
+    for name, text in identity:
+        if text is not None:
+            entity[name] = text
+    for name, extra in list(device.extra.items())[:200]:
         if name not in _RESERVED and name not in entity:
-            entity[name] = value
+            entity[name] = extra
     truncated = [name for name, value in entity.items() if isinstance(value, str) and len(value) > MAX_STRING_CHARS]
     for name in truncated:
         entity[name] = entity[name][:MAX_STRING_CHARS]
     if truncated:
         entity["truncatedFields"] = ",".join(truncated)
     return entity
+
+
+def _submit(client: Any, operations: list[Any]) -> None:
+    client.submit_transaction(operations)
 
 
 def batch_times(started: datetime | None, completed: datetime | None) -> dict[str, Any]:

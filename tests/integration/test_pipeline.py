@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 
 import pytest
 
-from tests.conftest import Stack, wait_for
+from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,7 @@ def test_batch_that_finishes_after_several_polls_is_stored_with_requeue_delays(s
     assert sorted(d["serialNumber"] for d in devices) == ["SN-0", "SN-1", "SN-2"]
     assert all(d["failed"] is False and d["customerId"] == customer for d in devices)
     gets = [r for r in stack.sim_requests() if r["method"] == "GET" and tracking in r["path"]]
-    gaps = [later["time"] - earlier["time"] for earlier, later in zip(gets, gets[1:], strict=False)]
+    gaps = [later["time"] - earlier["time"] for earlier, later in itertools.pairwise(gets)]
     assert gaps and min(gaps) >= 0.9, f"polls were not spaced by the requeue delay: {gaps}"
     assert stack.rows("BATCH_TABLE_NAME")[0]["correlationId"]
     assert json.loads(json.dumps(row, default=str))  # row is plain data
