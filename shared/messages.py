@@ -14,7 +14,7 @@ from .ids import InvalidIdError, normalize_guid, parse_location
 
 STATE_KEY = "_batchwatch"
 MAX_SOURCE_LENGTH = 256
-_BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/\r\n]+={0,2}$")  # encoders may wrap lines, never add spaces
 
 
 class BadMessageError(ValueError):
@@ -117,7 +117,7 @@ def decode_message_text(body: bytes) -> str:
     try:
         return decoded.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadMessageError("message is base64 but its content is not UTF-8 text") from exc
+        raise BadMessageError("message is not JSON, and as base64 it decodes to bytes that are not UTF-8 text") from exc
 
 
 def parse_status_request(body: bytes) -> StatusRequest:

@@ -1,0 +1,62 @@
+import pytest
+
+from shared.config import AZURITE_CONNECTION_STRING, ConfigError, load_settings
+
+BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "PARTNER_CENTER_AUTH": "default"}
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = load_settings(BASE)
+    assert settings.status_queue == "batch-status-requests" and settings.failure_queue == "device-failures"
+    assert (settings.batch_table, settings.device_table, settings.history_table, settings.alert_table) == (
+        "BatchUploadStatus", "DeviceUploadStatus", "DeviceUploadHistory", "AlertLog")
+    policy = settings.policy
+    assert (policy.initial_delay, policy.max_delay, policy.deadline, policy.not_found_grace) == (30, 600, 172800, 900)
+    assert settings.partner_center.base_url == "https://api.partnercenter.microsoft.com"
+    assert settings.partner_center.scope == "https://api.partnercenter.microsoft.com/.default"
+    assert settings.storage.connection_string == AZURITE_CONNECTION_STRING
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"PARTNER_CENTER_AUTH": ""}, "PARTNER_CENTER_AUTH"),
+    ({"PARTNER_CENTER_AUTH": "password"}, "PARTNER_CENTER_AUTH"),
+    ({"PARTNER_CENTER_AUTH": "simulator"}, "loopback"),
+    ({"PARTNER_CENTER_AUTH": "simulator", "PARTNER_CENTER_BASE_URL": "http://10.0.0.5:8790"}, "loopback"),
+    ({"PARTNER_CENTER_BASE_URL": "http://api.partnercenter.microsoft.com"}, "PARTNER_CENTER_BASE_URL"),
+    ({"PARTNER_CENTER_BASE_URL": "api.partnercenter.microsoft.com"}, "PARTNER_CENTER_BASE_URL"),
+    ({"PARTNER_CENTER_AUTH": "client_secret"}, "PARTNER_CENTER_TENANT_ID"),
+    ({"PARTNER_CENTER_AUTH": "managed_identity_federation", "PARTNER_CENTER_TENANT_ID": "t",
+      "PARTNER_CENTER_CLIENT_ID": "c"}, "PARTNER_CENTER_MANAGED_IDENTITY_CLIENT_ID"),
+    ({"POLL_INITIAL_DELAY_SECONDS": "soon"}, "POLL_INITIAL_DELAY_SECONDS"),
+    ({"POLL_MAX_DELAY_SECONDS": "700000"}, "POLL_MAX_DELAY_SECONDS"),
+    ({"POLL_INITIAL_DELAY_SECONDS": "60", "POLL_MAX_DELAY_SECONDS": "30"}, "POLL_MAX_DELAY_SECONDS"),
+    ({"POLL_DEADLINE_SECONDS": "nan"}, "POLL_DEADLINE_SECONDS"),
+    ({"STATUS_QUEUE_NAME": "Bad_Queue"}, "STATUS_QUEUE_NAME"),
+    ({"BATCH_TABLE_NAME": "bad-table"}, "BATCH_TABLE_NAME"),
+    ({"ALERT_WEBHOOK_FORMAT": "email"}, "ALERT_WEBHOOK_FORMAT"),
+    ({"ALERT_WEBHOOK_URL": "http://hooks.example.com/x"}, "ALERT_WEBHOOK_URL"),
+    ({"AzureWebJobsStorage": ""}, "AzureWebJobsStorage"),
+])
+def test_a_bad_setting_is_named(changes: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings({**BASE, **changes})
+
+
+def test_simulator_auth_is_accepted_on_loopback() -> None:
+    for url in ("http://127.0.0.1:8790", "http://localhost:1", "http://[::1]:80"):
+        assert load_settings({**BASE, "PARTNER_CENTER_AUTH": "simulator", "PARTNER_CENTER_BASE_URL": url})
+
+
+def test_identity_based_storage_settings() -> None:
+    settings = load_settings({"PARTNER_CENTER_AUTH": "default", "AzureWebJobsStorage__accountName": "acct",
+                              "AzureWebJobsStorage__clientId": "mi-client"})
+    assert settings.storage.queue_service_uri == "https://acct.queue.core.windows.net"
+    assert settings.storage.table_service_uri == "https://acct.table.core.windows.net"
+    assert settings.storage.client_id == "mi-client"
+
+
+def test_secrets_stay_out_of_the_settings_repr() -> None:
+    settings = load_settings({**BASE, "PARTNER_CENTER_AUTH": "client_secret", "PARTNER_CENTER_TENANT_ID": "t",
+                              "PARTNER_CENTER_CLIENT_ID": "c", "PARTNER_CENTER_CLIENT_SECRET": "s3cr3t-value",
+                              "ALERT_WEBHOOK_URL": "https://hooks.example.com/secret-path"})
+    assert "s3cr3t-value" not in repr(settings) and "secret-path" not in repr(settings)

@@ -1,0 +1,78 @@
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.messages import STATE_KEY, BadMessageError, ChainState, StatusRequest, parse_status_request
+
+CUSTOMER = "47021739-3426-40bf-9601-61b4b6d7c793"
+TRACKING = "0127ed8e-ff72-4983-a3d8-e8d8bd378932"
+
+
+def _body(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def test_ids_form_is_accepted_and_lowercased() -> None:
+    request = parse_status_request(_body({"customerId": CUSTOMER.upper(), "batchTrackingId": TRACKING.upper(),
+                                          "correlationId": TRACKING, "source": "upload-job"}))
+    assert (request.customer_id, request.batch_tracking_id) == (CUSTOMER, TRACKING)
+    assert request.correlation_id == TRACKING and request.source == "upload-job" and request.state is None
+
+
+def test_base64_encoded_message_is_accepted() -> None:
+    raw = _body({"customerId": CUSTOMER, "batchTrackingId": TRACKING})
+    assert parse_status_request(base64.b64encode(raw)).batch_tracking_id == TRACKING
+
+
+@pytest.mark.parametrize("location", [
+    f"/customers/{CUSTOMER}/batchJobStatus/{TRACKING}",
+    f"/v1/customers/{CUSTOMER}/batchJobStatus/{TRACKING}",
+    f"customers/{CUSTOMER}/batchjobstatus/{TRACKING}",
+    f"https://api.partnercenter.microsoft.com/v1/customers/{CUSTOMER}/batchJobStatus/{TRACKING}",
+    f"https://api.partnercenter.microsoft.com/v1//customers/{CUSTOMER}/batchJobStatus/{TRACKING.upper()}",
+])
+def test_every_location_form_is_accepted(location: str) -> None:
+    request = parse_status_request(_body({"location": location}))
+    assert (request.customer_id, request.batch_tracking_id) == (CUSTOMER, TRACKING)
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"not json at all", "message is not JSON"),
+    (b"abcde", "neither JSON nor valid base64"),
+    (base64.b64encode(b"\xff\xfe garbage \x00"), "as base64 it decodes to bytes that are not UTF-8"),
+    (base64.b64encode(b"plain words"), "not JSON"),
+    (b"\xff\xfe\xfd", "not UTF-8"),
+    (b"   ", "empty"),
+    (_body([CUSTOMER, TRACKING]), "not an object"),
+    (_body({"customerId": CUSTOMER}), "batchTrackingId must be a GUID string"),
+    (_body({"source": "x"}), "neither customerId and batchTrackingId nor location"),
+    (_body({"customerId": "not-a-guid", "batchTrackingId": TRACKING}), "customerId is not a GUID"),
+    (_body({"customerId": CUSTOMER, "batchTrackingId": "../../" + TRACKING}), "batchTrackingId is not a GUID"),
+    (_body({"customerId": CUSTOMER, "batchTrackingId": TRACKING + "?$filter=x"}), "batchTrackingId is not a GUID"),
+    (_body({"customerId": CUSTOMER, "batchTrackingId": 12345}), "must be a GUID string"),
+    (_body({"location": f"/customers/{CUSTOMER}/devices/{TRACKING}"}), "location is not of the form"),
+    (_body({"location": f"/customers/{CUSTOMER}/batchJobStatus/{TRACKING}/../x"}), "location is not of the form"),
+    (_body({"location": f"/customers/{CUSTOMER}/batchJobStatus/{TRACKING}", "customerId": TRACKING,
+            "batchTrackingId": CUSTOMER}), "different batches"),
+    (_body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, "correlationId": "abc"}), "correlationId"),
+    (_body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, "source": "s" * 257}), "at most 256"),
+    (_body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, "source": {"a": 1}}), "source must be a string"),
+    (b'{"customerId": "%s", "customerId": "%s", "batchTrackingId": "%s"}' % (CUSTOMER.encode(), TRACKING.encode(),
+                                                                             TRACKING.encode()), "more than once"),
+    (_body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, STATE_KEY: {"v": 9}}), "requeue state"),
+    (_body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, STATE_KEY: {"v": 1, "token": "t"}}), "malformed"),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+])
+def test_bad_messages_are_rejected_with_a_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(BadMessageError, match=None) as error:
+        parse_status_request(body)
+    assert reason in str(error.value)
+
+
+def test_requeued_message_round_trips_its_state() -> None:
+    state = ChainState("abc", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), attempt=4, errors=2, auth_failures=1,
+                       etag='W/"datetime\'2026\'"', watch=None)
+    request = StatusRequest(CUSTOMER, TRACKING, TRACKING, "job", state)
+    assert parse_status_request(request.to_message().encode()) == request

@@ -1,0 +1,70 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.status_parser import MalformedStatusError, parse_batch_status, parse_time
+
+DOC_EXAMPLE = b"""{
+    "batchTrackingId": "0127ed8e-ff72-4983-a3d8-e8d8bd378932",
+    "status": "finished",
+    "startedTime": "2017-07-25T10:00:00",
+    "completedTime": "2017-07-25T10:10:00",
+    "devicesStatus": [{
+            "serialNumber": "1234567890",
+            "productKey": "12345-67890-09876-54321-13579",
+            "status": "finished_with_errors",
+            "errorCode": "808",
+            "errorDescription": "ZtdDeviceAssignedToOtherTenant",
+            "attributes": {"objectType": "DeviceUploadDetails"}
+        }],
+    "attributes": {"objectType": "BatchUploadDetails"}
+}"""
+
+
+def test_documented_example_is_final_with_one_failed_device() -> None:
+    batch = parse_batch_status(DOC_EXAMPLE)
+    assert batch.is_final and batch.status == "finished"
+    assert batch.started_time == datetime(2017, 7, 25, 10, 0, tzinfo=UTC)
+    [device] = batch.failed_devices
+    assert (device.serial_number, device.error_code, device.device_id) == ("1234567890", "808", None)
+
+
+def test_missing_devices_unknown_fields_and_unrecognised_status_are_tolerated() -> None:
+    batch = parse_batch_status(b'{"status": "In-Progress", "newField": {"x": 1}}')
+    assert batch.status == "in-progress" and not batch.is_final and batch.devices == ()
+
+
+def test_device_extra_scalar_fields_are_kept_and_numeric_codes_become_text() -> None:
+    batch = parse_batch_status(b'{"status": "finished", "devicesStatus": [{"status": "finished", "errorCode": 0,'
+                               b' "modelName": "Surface", "nested": {"a": 1}}]}')
+    [device] = batch.devices
+    assert device.error_code == "0" and device.failed  # a code is a failure, even 0
+    assert device.extra == {"modelName": "Surface"}
+
+
+def test_a_device_is_fine_only_when_finished_without_code() -> None:
+    batch = parse_batch_status(b'{"status": "finished", "devicesStatus": [{"status": "finished", "errorCode": ""},'
+                               b' {"status": "finished"}, {"status": "processing"}, {}]}')
+    assert [device.failed for device in batch.devices] == [False, False, True, True]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2017-07-25T10:00:00", datetime(2017, 7, 25, 10, tzinfo=UTC)),
+    ("2017-07-25T10:00:00Z", datetime(2017, 7, 25, 10, tzinfo=UTC)),
+    ("2017-07-25T12:00:00+02:00", datetime(2017, 7, 25, 10, tzinfo=UTC)),
+    ("2017-07-25T10:00:00.1234567Z", datetime(2017, 7, 25, 10, 0, 0, 123456, tzinfo=UTC)),
+    ("not a time", None),
+    (None, None),
+    (17, None),
+])
+def test_times_with_or_without_zone(text: object, expected: datetime | None) -> None:
+    assert parse_time(text) == expected
+
+
+@pytest.mark.parametrize("body", [
+    b"<html>busy</html>", b'{"status": "fini', b"[]", b'{"devicesStatus": []}', b'{"status": "finished",'
+    b' "devicesStatus": {}}', b'{"status": "finished", "devicesStatus": [1]}', b"",
+])
+def test_malformed_bodies_are_rejected(body: bytes) -> None:
+    with pytest.raises(MalformedStatusError):
+        parse_batch_status(body)
