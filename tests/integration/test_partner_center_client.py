@@ -1,0 +1,164 @@
+"""The Partner Center client over real HTTP to the simulator, with azure-identity on a fake Entra."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_in_thread
+from shared.auth import SIMULATOR_TOKEN, TokenSource, build_credential
+from shared.config import PartnerCenterSettings
+from shared.partner_center import PartnerCenterClient, parse_retry_after
+from shared.policy import Denied, NotFound, StatusReceived, Throttled, Transient
+from tests.fakes import FakeEntra
+
+CUSTOMER = "47021739-3426-40bf-9601-61b4b6d7c793"
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorServer]:
+    server = start_in_thread(Simulator(SimulatorConfig(queued_seconds=0, processing_seconds=0)))
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _settings(sim: SimulatorServer, auth: str = "simulator", **extra: str) -> PartnerCenterSettings:
+    return PartnerCenterSettings(base_url=sim.url, scope="https://api.partnercenter.microsoft.com/.default",
+                                 auth=auth, read_timeout=1.0, connect_timeout=1.0, **extra)  # type: ignore[arg-type]
+
+
+def _upload(sim: SimulatorServer, devices: list[dict[str, str]] | None = None) -> str:
+    response = requests.post(f"{sim.url}/v1/customers/{CUSTOMER}/deviceBatches",
+                             json={"batchId": "b", "devices": devices or [{"serialNumber": "SN1"}]},
+                             headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"}, timeout=5)
+    return response.headers["Location"].rsplit("/", 1)[1]
+
+
+def _client(sim: SimulatorServer, sleeps: list[float] | None = None, tokens: TokenSource | None = None
+            ) -> PartnerCenterClient:
+    settings = _settings(sim)
+    return PartnerCenterClient(settings, tokens or TokenSource(lambda: build_credential(settings), settings.scope),
+                               sleep=(sleeps.append if sleeps is not None else lambda _: None))
+
+
+def _script(sim: SimulatorServer, tracking: str, *responses: str) -> None:
+    requests.post(f"{sim.url}/_sim/script", json={"trackingId": tracking, "responses": list(responses)}, timeout=5)
+
+
+def test_headers_sent_with_every_poll(sim: SimulatorServer) -> None:
+    tracking = _upload(sim)
+    client = _client(sim)
+    correlation = str(uuid.uuid4())
+    for _ in range(2):
+        assert isinstance(client.get_batch_status(CUSTOMER, tracking, correlation), StatusReceived)
+    gets = [r for r in sim.simulator.requests if r["method"] == "GET"]
+    assert [r["headers"]["MS-CorrelationId"] for r in gets] == [correlation, correlation]
+    assert len({r["headers"]["MS-RequestId"] for r in gets}) == 2
+    assert all(r["headers"]["Accept"] == "application/json" and r["headers"]["X-Locale"] == "en-US" for r in gets)
+    assert gets[0]["path"] == f"/v1/customers/{CUSTOMER}/batchJobStatus/{tracking}"
+
+
+@pytest.mark.parametrize(("fault", "expected"), [
+    ("404", NotFound()),
+    ("403", Denied(403)),
+    ("429:7", Throttled(7.0)),
+])
+def test_status_codes_become_typed_results(sim: SimulatorServer, fault: str, expected: object) -> None:
+    tracking = _upload(sim)
+    _script(sim, tracking, fault)
+    assert _client(sim).get_batch_status(CUSTOMER, tracking, "c") == expected
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "html", "malformed", "truncated", "timeout:3"])
+def test_transient_faults_are_retried_in_process_then_reported(sim: SimulatorServer, fault: str) -> None:
+    tracking = _upload(sim)
+    _script(sim, tracking, fault, fault, fault)
+    sleeps: list[float] = []
+    result = _client(sim, sleeps).get_batch_status(CUSTOMER, tracking, "c")
+    assert isinstance(result, Transient)
+    assert sleeps == [0.5, 1.5]
+
+
+def test_a_transient_fault_then_success_returns_the_status(sim: SimulatorServer) -> None:
+    tracking = _upload(sim)
+    _script(sim, tracking, "503")
+    sleeps: list[float] = []
+    assert isinstance(_client(sim, sleeps).get_batch_status(CUSTOMER, tracking, "c"), StatusReceived)
+    assert sleeps == [0.5]
+
+
+def test_unknown_tracking_id_is_not_found(sim: SimulatorServer) -> None:
+    assert _client(sim).get_batch_status(CUSTOMER, str(uuid.uuid4()), "c") == NotFound()
+
+
+def test_connection_refused_is_transient(sim: SimulatorServer) -> None:
+    settings = PartnerCenterSettings(base_url="http://127.0.0.1:9", scope="s", auth="simulator")
+    client = PartnerCenterClient(settings, TokenSource(lambda: build_credential(settings), "s"), sleep=lambda _: None)
+    result = client.get_batch_status(CUSTOMER, str(uuid.uuid4()), "c")
+    assert isinstance(result, Transient) and "connection" in result.reason
+
+
+def test_ids_are_validated_before_they_enter_the_url(sim: SimulatorServer) -> None:
+    with pytest.raises(ValueError, match="not a GUID"):
+        _client(sim).get_batch_status(CUSTOMER, "../../customers", "c")
+
+
+def test_client_secret_token_is_fetched_once_for_many_polls(sim: SimulatorServer) -> None:
+    entra = FakeEntra()
+    settings = PartnerCenterSettings(base_url=sim.url, scope="https://api.partnercenter.microsoft.com/.default",
+                                     auth="client_secret", tenant_id="contoso.onmicrosoft.com", client_id="app-id",
+                                     client_secret="secret-value-123")
+    tokens = TokenSource(lambda: build_credential(settings, transport=entra.transport()), settings.scope)
+    tracking = _upload(sim)
+    sim.simulator.tokens = {"entra-token-1"}
+    client = PartnerCenterClient(settings, tokens)
+    results = [client.get_batch_status(CUSTOMER, tracking, "c") for _ in range(50)]
+    assert all(isinstance(result, StatusReceived) for result in results)
+    assert len(entra.token_requests) == 1
+    assert entra.token_requests[0]["scope"] == ["https://api.partnercenter.microsoft.com/.default"]
+    assert entra.token_requests[0]["client_secret"] == ["secret-value-123"]
+
+
+def test_a_401_fetches_a_new_token_once(sim: SimulatorServer) -> None:
+    entra = FakeEntra()
+    settings = PartnerCenterSettings(base_url=sim.url, scope="scope/.default", auth="client_secret",
+                                     tenant_id="contoso.onmicrosoft.com", client_id="app", client_secret="s")
+    tokens = TokenSource(lambda: build_credential(settings, transport=entra.transport()), settings.scope)
+    tracking = _upload(sim)
+    sim.simulator.tokens = {"entra-token-2"}  # the first token is refused, as after a revocation
+    client = PartnerCenterClient(settings, tokens)
+    assert isinstance(client.get_batch_status(CUSTOMER, tracking, "c"), StatusReceived)
+    assert len(entra.token_requests) == 2
+    sim.simulator.tokens = set()  # now every token is refused: one refresh, then Denied
+    assert client.get_batch_status(CUSTOMER, tracking, "c") == Denied(401)
+    assert len(entra.token_requests) == 3
+
+
+def test_managed_identity_federation_uses_the_identity_token_as_client_assertion(
+    sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IDENTITY_ENDPOINT", "http://managed-identity.local/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "header-value")
+    entra = FakeEntra()
+    settings = PartnerCenterSettings(base_url=sim.url, scope="https://api.partnercenter.microsoft.com/.default",
+                                     auth="managed_identity_federation", tenant_id="contoso.onmicrosoft.com",
+                                     client_id="partner-center-app", managed_identity_client_id="mi-client-id")
+    credential = build_credential(settings, transport=entra.transport())
+    assert credential.get_token(settings.scope).token == "entra-token-1"
+    assert credential.get_token(settings.scope).token == "entra-token-1"
+    [identity_request] = entra.identity_requests
+    assert identity_request["resource"] == ["api://AzureADTokenExchange"]
+    assert identity_request["client_id"] == ["mi-client-id"]
+    [token_request] = entra.token_requests
+    assert token_request["client_assertion"] == ["managed-identity-assertion"]
+    assert token_request["client_id"] == ["partner-center-app"]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("57", 57.0), ("0", 0.0), ("soon", None), (None, None),
+                                                ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+def test_retry_after_forms(value: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value) == seconds
