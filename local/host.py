@@ -136,6 +136,7 @@ class LocalHost:
         *,
         max_polling_interval: float | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        functions: list[str] | None = None,
     ) -> None:
         self.app_root = app_root.resolve()
         self.env = os.environ if env is None else env
@@ -145,6 +146,7 @@ class LocalHost:
             options = QueueOptions(**{**options.__dict__, "max_polling_interval": max_polling_interval})
         self.options = options
         self.lease_seconds = lease_seconds
+        self.only = set(functions) if functions else None
         self.functions: list[QueueFunction] = []
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -162,6 +164,8 @@ class LocalHost:
             sys.path.insert(0, str(self.app_root))
         reset_app()  # a new worker: the app is built again from the current settings
         for config_path in sorted(self.app_root.glob("*/function.json")):
+            if self.only is not None and config_path.parent.name not in self.only:
+                continue
             function = self._load_function(config_path)
             if function is not None:
                 self.functions.append(function)
@@ -458,6 +462,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.host", description="Run the function folders locally.")
     parser.add_argument("--app-root", type=Path, default=Path("."))
+    parser.add_argument("--functions", nargs="+", help="run only these function folders (like func start --functions)")
     parser.add_argument(
         "--max-polling-interval",
         type=float,
@@ -466,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging()
-    host = LocalHost(args.app_root, max_polling_interval=args.max_polling_interval)
+    host = LocalHost(args.app_root, max_polling_interval=args.max_polling_interval, functions=args.functions)
     try:
         host.load()
     except Exception as exc:

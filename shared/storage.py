@@ -22,26 +22,29 @@ NEVER_EXPIRES = -1
 
 
 class RequestCounter:
-    """Counts storage requests by operation (each try, as billed). Passed as raw_request_hook."""
+    """Counts storage requests by operation (each try, as billed), through the clients' raw_request_hook."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
 
-    def __call__(self, request: Any) -> None:
-        name = operation_name(request.http_request.method, request.http_request.url)
-        with self._lock:
-            self.counts[name] += 1
+    def hook(self, service: str) -> Callable[[Any], None]:
+        """The raw_request_hook for a client of one service ("queue" or "table")."""
+
+        def count(request: Any) -> None:
+            name = operation_name(service, request.http_request.method, request.http_request.url)
+            with self._lock:
+                self.counts[name] += 1
+
+        return count
 
     def snapshot(self) -> Counter[str]:
         with self._lock:
             return Counter(self.counts)
 
 
-def operation_name(method: str, url: str) -> str:
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    service = "table" if (":10002" in parts.netloc or ".table." in parts.netloc) else "queue"
+def operation_name(service: str, method: str, url: str) -> str:
+    path = urlsplit(url).path.rstrip("/")
     if service == "queue":
         if path.endswith("/messages"):
             return {"POST": "queue.send", "GET": "queue.receive", "DELETE": "queue.clear"}.get(method, "queue.other")
@@ -53,7 +56,7 @@ def operation_name(method: str, url: str) -> str:
     if path.endswith("/Tables") or "/Tables(" in path:
         return "table.create_table" if method == "POST" else "table.tables"
     if "(" in path.rsplit("/", 1)[-1]:
-        return {"GET": "table.get", "PUT": "table.upsert", "PATCH": "table.merge", "MERGE": "table.merge",
+        return {"GET": "table.get", "PUT": "table.replace", "PATCH": "table.merge", "MERGE": "table.merge",
                 "DELETE": "table.delete"}.get(method, "table.other")
     return {"GET": "table.query", "POST": "table.insert"}.get(method, "table.other")
 
@@ -121,18 +124,22 @@ class StorageClients:
 
         if self._settings.connection_string:
             return QueueClient.from_connection_string(
-                self._settings.connection_string, name, raw_request_hook=self.counter
+                self._settings.connection_string, name, raw_request_hook=self.counter.hook("queue")
             )
-        return QueueClient(self.queue_endpoint, name, credential=self._identity(), raw_request_hook=self.counter)
+        return QueueClient(
+            self.queue_endpoint, name, credential=self._identity(), raw_request_hook=self.counter.hook("queue")
+        )
 
     def _new_table_client(self, name: str) -> TableClient:
         from azure.data.tables import TableClient
 
         if self._settings.connection_string:
             return TableClient.from_connection_string(
-                self._settings.connection_string, name, raw_request_hook=self.counter
+                self._settings.connection_string, name, raw_request_hook=self.counter.hook("table")
             )
-        return TableClient(self.table_endpoint, name, credential=self._identity(), raw_request_hook=self.counter)
+        return TableClient(
+            self.table_endpoint, name, credential=self._identity(), raw_request_hook=self.counter.hook("table")
+        )
 
     def _identity(self) -> TokenCredential:
         if self._credential is None:

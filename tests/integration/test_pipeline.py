@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +63,204 @@ def test_finished_batch_with_a_failed_device_fans_out_the_failure(stack: Stack) 
     assert [(d["serialNumber"], d["errorCode"], d["errorDescription"]) for d in failed] == [
         ("BAD-1", "808", "ZtdDeviceAssignedToOtherTenant")
     ]
+
+
+def _gets(stack: Stack, tracking: str) -> list[dict]:
+    return [r for r in stack.sim_requests() if r["method"] == "GET" and tracking in r["path"]]
+
+
+def test_all_devices_fine_sends_nothing_to_the_failure_queue(stack: Stack) -> None:
+    customer = _customer()
+    location = stack.upload(customer, [{"serialNumber": "OK-1"}, {"productKey": "PK-ONLY"}])
+    tracking = _tracking_id(location)
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"location": location})
+
+    row = stack.wait_final(customer, tracking)
+
+    assert row["outcome"] == "completed" and row["failedDeviceCount"] == 0
+    assert stack.peek(stack.env["FAILURE_QUEUE_NAME"]) == []
+
+
+def test_throttling_waits_at_least_retry_after_then_succeeds(stack: Stack) -> None:
+    customer = _customer()
+    location = stack.upload(customer, [{"serialNumber": "T-1"}])
+    tracking = _tracking_id(location)
+    stack.control("script", {"trackingId": tracking, "responses": ["429:3", "429:3"]})
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"location": location})
+
+    row = stack.wait_final(customer, tracking)
+
+    assert row["outcome"] == "completed"
+    gets = _gets(stack, tracking)
+    assert gets[1]["time"] - gets[0]["time"] >= 2.9  # Retry-After 3, above the 1-2 s schedule
+    assert gets[2]["time"] - gets[1]["time"] >= 2.9
+
+
+def test_bursts_of_5xx_are_retried_and_then_requeued(stack: Stack) -> None:
+    customer = _customer()
+    location = stack.upload(customer, [{"serialNumber": "F-1"}])
+    tracking = _tracking_id(location)
+    stack.control("script", {"trackingId": tracking, "responses": ["500", "503", "502", "503", "500"]})
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"location": location})
+
+    row = stack.wait_final(customer, tracking)
+
+    assert row["outcome"] == "completed"
+    # three in-process tries for the first poll, then a requeue; the second poll retries twice more
+    assert len(_gets(stack, tracking)) == 6 and row["pollCount"] == 2
+
+
+def test_not_found_right_after_upload_is_normal(stack: Stack) -> None:
+    stack.control("config", {"notFoundSeconds": 2.5})
+    customer = _customer()
+    location = stack.upload(customer, [{"serialNumber": "N-1"}])
+    tracking = _tracking_id(location)
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"location": location})
+
+    row = stack.wait_final(customer, tracking)
+
+    assert row["outcome"] == "completed"
+    assert row["pollCount"] >= 2
+
+
+def test_not_found_past_the_grace_is_final_and_raises_an_outcome_alert(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOT_FOUND_GRACE_SECONDS", "3")
+    customer, tracking = _customer(), str(uuid.uuid4())
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"customerId": customer, "batchTrackingId": tracking})
+
+    row = stack.wait_final(customer, tracking)
+
+    assert row["outcome"] == "not_found" and row["pollCount"] >= 2
+    [alert] = [json.loads(m.content) for m in stack.peek(stack.env["FAILURE_QUEUE_NAME"])]
+    assert alert["type"] == "batch_outcome" and alert["outcome"] == "not_found"
+    assert alert["batchTrackingId"] == tracking and alert["customerId"] == customer
+
+
+def test_persistent_401_ends_as_access_denied_after_refreshing_the_token(stack: Stack) -> None:
+    customer = _customer()
+    location = stack.upload(customer, [{"serialNumber": "D-1"}])
+    tracking = _tracking_id(location)
+    stack.control("tokens", {"accepted": ["some-other-token"]})
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"location": location})
+
+    row = stack.wait_final(customer, tracking)
+
+    assert row["outcome"] == "access_denied" and row["pollCount"] == 3
+    assert len(_gets(stack, tracking)) == 6  # each poll: the 401, a new token, the 401 again
+    [alert] = [json.loads(m.content) for m in stack.peek(stack.env["FAILURE_QUEUE_NAME"])]
+    assert alert["outcome"] == "access_denied"
+
+
+def test_a_passing_403_does_not_end_the_batch_but_a_persistent_one_does(stack: Stack) -> None:
+    customer = _customer()
+    passing, persistent = (_tracking_id(stack.upload(customer, [{"serialNumber": f"P-{i}"}])) for i in range(2))
+    stack.control("script", {"trackingId": passing, "responses": ["403"]})
+    stack.control("script", {"trackingId": persistent, "responses": ["403"] * 3})
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"customerId": customer, "batchTrackingId": passing})
+    stack.send({"customerId": customer, "batchTrackingId": persistent})
+
+    assert stack.wait_final(customer, passing)["outcome"] == "completed"
+    assert stack.wait_final(customer, persistent)["outcome"] == "access_denied"
+
+
+def test_deadline_reached_is_timed_out(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLL_DEADLINE_SECONDS", "4")
+    stack.control("config", {"queuedSeconds": 3600})
+    customer = _customer()
+    location = stack.upload(customer, [{"serialNumber": "SLOW-1"}])
+    tracking = _tracking_id(location)
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"location": location})
+
+    row = stack.wait_final(customer, tracking)
+
+    assert row["outcome"] == "timed_out" and row["status"] == "queued"
+    assert (row["finalizedAt"] - row["firstSeenAt"]).total_seconds() >= 4
+
+
+BAD_MESSAGES = {
+    "not JSON": "this is not JSON",
+    "base64 of garbage": "//79/Pv6+fj39vX08/Lx8A==",
+    "missing ids": json.dumps({"source": "upload-job"}),
+    "non-GUID ids": json.dumps({"customerId": "contoso", "batchTrackingId": "batch-1"}),
+    "path characters in ids": json.dumps({"customerId": "47021739-3426-40bf-9601-61b4b6d7c793",
+                                          "batchTrackingId": "../../customers/x?$top=1#"}),
+    "JSON array": "[1, 2, 3]",
+    "near 64 KiB": json.dumps({"customerId": "47021739-3426-40bf-9601-61b4b6d7c793",
+                               "batchTrackingId": "0127ed8e-ff72-4983-a3d8-e8d8bd378932", "source": "x" * 63_000}),
+}
+
+
+def test_bad_messages_go_to_poison_with_a_reason_and_nothing_is_lost(stack: Stack) -> None:
+    stack.start_host(functions=["check_batch_status"])
+    for body in BAD_MESSAGES.values():
+        stack.send(body)
+    poison = stack.env["STATUS_QUEUE_NAME"] + "-poison"
+
+    def envelopes() -> list[dict] | None:
+        found = [json.loads(text) for text in stack.drain(poison)]
+        return found or None
+
+    collected: list[dict] = []
+    wait_for(lambda: collected.extend(envelopes() or []) or len(_reassemble(collected)) >= len(BAD_MESSAGES),
+             30, "every bad message in the poison queue")
+    originals = _reassemble(collected)
+    assert sorted(originals) == sorted(BAD_MESSAGES.values())
+    assert all(envelope["reason"] and envelope["rejectedAt"] for envelope in collected)
+    reasons = {original: envelope["reason"] for envelope in collected for original in [envelope["original"]]}
+    assert any("not a GUID" in reason for reason in reasons.values())
+    assert stack.host is not None and stack.host.failures == 0  # rejected without raising
+    assert stack.peek(stack.env["STATUS_QUEUE_NAME"]) == []
+    assert stack.rows("BATCH_TABLE_NAME") == []
+
+
+def _reassemble(envelopes: list[dict]) -> list[str]:
+    whole = [e["original"] for e in envelopes if "part" not in e]
+    parts: dict[str, list[dict]] = {}
+    for envelope in envelopes:
+        if "part" in envelope:
+            parts.setdefault(envelope["rejectionId"], []).append(envelope)
+    for group in parts.values():
+        if len(group) == group[0]["parts"]:
+            whole.append("".join(e["original"] for e in sorted(group, key=lambda e: e["part"])))
+    return whole
+
+
+AWKWARD_SERIALS = ["SN/001", "SN\\002", "SN#003", "SN?004", "Ünïcödé-序列-005", "tab\tand\nnewline-006",
+                   "ctrl\x01\x1f\x7f-007", "quote'n\"-008", "x" * 600]
+
+
+def test_awkward_serial_numbers_are_stored_verbatim_under_valid_keys(stack: Stack) -> None:
+    customer = _customer()
+    devices = [{"serialNumber": serial} for serial in AWKWARD_SERIALS] + [{"productKey": "PK-NO-SERIAL"}]
+    stack.control("device-errors", {"serialNumber": "SN#003", "errorCode": "808"})
+    location = stack.upload(customer, devices)
+    tracking = _tracking_id(location)
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"location": location})
+
+    row = stack.wait_final(customer, tracking)
+
+    assert row["deviceCount"] == len(devices) and row["failedDeviceCount"] == 1
+    stored = stack.rows("DEVICE_TABLE_NAME", "PartitionKey eq @tid", tid=tracking)
+    assert sorted(d.get("serialNumber", "") for d in stored) == sorted(AWKWARD_SERIALS + [""])
+    assert [d["productKey"] for d in stored if "serialNumber" not in d] == ["PK-NO-SERIAL"]
+    history = stack.rows("DEVICE_HISTORY_TABLE_NAME")
+    assert len(history) == len(devices) and {h["RowKey"] for h in history} == {tracking}
+    assert sorted(h.get("serialNumber", "") for h in history) == sorted(AWKWARD_SERIALS + [""])
+    from shared.device_keys import serial_partition_key
+
+    [by_serial] = stack.rows("DEVICE_HISTORY_TABLE_NAME", "PartitionKey eq @pk",
+                             pk=serial_partition_key("SN#003"))
+    assert by_serial["serialNumber"] == "SN#003" and by_serial["errorCode"] == "808"
+    [chunk] = [json.loads(m.content) for m in stack.peek(stack.env["FAILURE_QUEUE_NAME"])]
+    assert [d["serialNumber"] for d in chunk["devices"]] == ["SN#003"]
