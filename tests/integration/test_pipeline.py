@@ -252,11 +252,11 @@ def test_awkward_serial_numbers_are_stored_verbatim_under_valid_keys(stack: Stac
 
     assert row["deviceCount"] == len(devices) and row["failedDeviceCount"] == 1
     stored = stack.rows("DEVICE_TABLE_NAME", "PartitionKey eq @tid", tid=tracking)
-    assert sorted(d.get("serialNumber", "") for d in stored) == sorted(AWKWARD_SERIALS + [""])
+    assert sorted(d.get("serialNumber", "") for d in stored) == sorted([*AWKWARD_SERIALS, ""])
     assert [d["productKey"] for d in stored if "serialNumber" not in d] == ["PK-NO-SERIAL"]
     history = stack.rows("DEVICE_HISTORY_TABLE_NAME")
     assert len(history) == len(devices) and {h["RowKey"] for h in history} == {tracking}
-    assert sorted(h.get("serialNumber", "") for h in history) == sorted(AWKWARD_SERIALS + [""])
+    assert sorted(h.get("serialNumber", "") for h in history) == sorted([*AWKWARD_SERIALS, ""])
     from shared.device_keys import serial_partition_key
 
     [by_serial] = stack.rows("DEVICE_HISTORY_TABLE_NAME", "PartitionKey eq @pk",
