@@ -162,3 +162,45 @@ def test_managed_identity_federation_uses_the_identity_token_as_client_assertion
                                                 ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
 def test_retry_after_forms(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value) == seconds
+
+
+def test_certificate_credential_signs_a_client_assertion(sim: SimulatorServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "batchwatch-test")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    pem = tmp_path / "partner-center.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+                    + certificate.public_bytes(serialization.Encoding.PEM))
+    entra = FakeEntra()
+    settings = PartnerCenterSettings(base_url=sim.url, scope="scope/.default", auth="certificate",
+                                     tenant_id="contoso.onmicrosoft.com", client_id="app", certificate_path=str(pem))
+    credential = build_credential(settings, transport=entra.transport())
+    assert credential.get_token(settings.scope).token == "entra-token-1"
+    [request] = entra.token_requests
+    assert request["client_assertion_type"] == ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]
+    assert request["client_assertion"][0].count(".") == 2  # a signed JWT
+
+
+def test_devices_appended_to_an_existing_batch_get_their_own_tracking_id(sim: SimulatorServer) -> None:
+    response = requests.post(f"{sim.url}/v1/customers/{CUSTOMER}/deviceBatches/existing-batch/devices",
+                             json=[{"SerialNumber": "APPENDED-1"}],
+                             headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"}, timeout=5)
+    assert response.status_code == 202
+    tracking = response.headers["Location"].rsplit("/", 1)[1]
+    result = _client(sim).get_batch_status(CUSTOMER, tracking, "c")
+    assert isinstance(result, StatusReceived)
+    assert [device.serial_number for device in result.batch.devices] == ["APPENDED-1"]
+    unauthorised = requests.post(f"{sim.url}/v1/customers/{CUSTOMER}/deviceBatches", json={"devices": []},
+                                 timeout=5)
+    assert unauthorised.status_code == 401
