@@ -75,6 +75,13 @@ def main() -> int:
             )
         )
         _wait_http(simulator_url + "/_sim/batches")
+        receiver_url = f"http://127.0.0.1:{free_port()}"
+        env["ALERT_WEBHOOK_URL"] = receiver_url + "/webhook"
+        env["ALERT_WEBHOOK_FORMAT"] = "generic"
+        print(f"Starting a webhook receiver on {receiver_url} (it records the alerts ops would get) ...", flush=True)
+        processes.append(_spawn([sys.executable, "-m", "local.webhook_receiver", "--port",
+                                 receiver_url.rsplit(":", 1)[1]], env, workdir / "receiver.log"))
+        _wait_http(receiver_url + "/_receiver/alerts")
         host_log = workdir / "host.log"
         print("Starting the local Functions host (check_batch_status, notify_failures) ...", flush=True)
         processes.append(_spawn([sys.executable, "-m", "local.host", "--max-polling-interval", "1"], env, host_log))
@@ -82,7 +89,7 @@ def main() -> int:
         batches = _upload_demo_batches(simulator_url)
         _drop_messages(azurite, env["STATUS_QUEUE_NAME"], batches)
         outcomes = _watch(azurite, batches)
-        _summary(azurite, batches, outcomes, host_log)
+        _summary(azurite, batches, outcomes, receiver_url)
         print(f"\nDone in {time.monotonic() - started:.0f} s. Logs: {workdir}")
         return 0 if all(outcome != "pending" for outcome in outcomes.values()) else 1
     finally:
@@ -219,7 +226,7 @@ def _wait_for_empty_queue(azurite: Azurite, queue_name: str, timeout: float = 30
         time.sleep(0.5)
 
 
-def _summary(azurite: Azurite, batches: list[dict[str, Any]], outcomes: dict[str, str], host_log: Path) -> None:
+def _summary(azurite: Azurite, batches: list[dict[str, Any]], outcomes: dict[str, str], receiver_url: str) -> None:
     from azure.data.tables import TableClient
     from azure.storage.queue import QueueClient
 
@@ -246,14 +253,17 @@ def _summary(azurite: Azurite, batches: list[dict[str, Any]], outcomes: dict[str
     print("\nFailed devices by error code")
     for code, count in codes.most_common():
         print(f"  {count:4}  {code}")
-    alerts = [
-        line.split("ALERT ", 1)[1].strip()
-        for line in host_log.read_text(errors="replace").splitlines()
-        if "ALERT " in line
-    ]
-    print(f"\nFailure chunks sent to the failure queue and received by notify_failures: {len(alerts)}")
+    alerts = [alert for alert in requests.get(receiver_url + "/_receiver/alerts", timeout=10).json()["alerts"]
+              if alert["answer"] < 300]
+    print(f"\nAlerts received by the webhook ({len(alerts)}):")
     for alert in alerts:
-        print(f"  {alert[:200]}")
+        body = alert["body"]
+        counts = ", ".join(f"{code} x{count}" for code, count in body.get("countsByErrorCode", {}).items())
+        print(f"  [{body['outcome']}] customer {body['customerId']}, batch {body['batchTrackingId']}, "
+              f"part {body['chunk']}/{body['chunks']}: {counts or body.get('reason')}")
+        for device in body["devices"][:3]:
+            print(f"      {device['serialNumber']}: {device['errorCode']} {device['errorDescription']}")
+            print(f"          what to do: {device['remediation'][:110]}...")
     poison = QueueClient.from_connection_string(connection, "batch-status-requests-poison")
     print("\nRejected to batch-status-requests-poison:")
     try:

@@ -69,6 +69,9 @@ class Settings:
     chain_stale_grace: float = 900.0
     alert_webhook_url: str | None = None
     alert_webhook_format: str = "generic"
+    alert_max_attempts: int = 10
+    alert_retry_initial_delay: float = 30.0
+    alert_retry_max_delay: float = 3600.0
 
     def __repr__(self) -> str:
         return f"Settings(status_queue={self.status_queue!r}, partner_center={self.partner_center!r})"
@@ -106,6 +109,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         chain_stale_grace=reader.seconds("CHAIN_STALE_GRACE_SECONDS", 900, minimum=1),
         alert_webhook_url=webhook_url,
         alert_webhook_format=webhook_format,
+        alert_max_attempts=int(reader.seconds("ALERT_MAX_ATTEMPTS", 10, minimum=1, maximum=100)),
+        alert_retry_initial_delay=reader.seconds("ALERT_RETRY_INITIAL_DELAY_SECONDS", 30, minimum=1, maximum=3600),
+        alert_retry_max_delay=reader.seconds("ALERT_RETRY_MAX_DELAY_SECONDS", 3600, minimum=1,
+                                             maximum=MAX_QUEUE_DELAY_SECONDS),
     )
 
 

@@ -25,6 +25,8 @@ class BatchContext:
     outcome: Outcome
     correlation_id: str | None
     source: str | None
+    device_count: int = 0
+    failed_device_count: int = 0
 
 
 def encoded_size(text: str) -> int:
@@ -97,6 +99,8 @@ def _document(context: BatchContext, kind: str, alert: str, index: int, total: i
         "outcome": str(context.outcome),
         "chunk": index,
         "chunks": total,
+        "deviceCount": context.device_count,
+        "failedDeviceCount": context.failed_device_count,
     }
     if context.correlation_id:
         document["correlationId"] = context.correlation_id

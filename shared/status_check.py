@@ -229,6 +229,7 @@ class _Run:
         if isinstance(result, StatusReceived):
             batch = result.batch
             failed = batch.failed_devices
+            context = replace(context, device_count=len(batch.devices), failed_device_count=len(failed))
             device_transactions = self.store.write_devices(self.customer_id, self.tracking_id, batch.devices)
             history_requests = self.store.write_history(self.customer_id, self.tracking_id, batch.devices)
             messages = failure_chunks(context, failed) if failed else []

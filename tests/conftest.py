@@ -18,6 +18,8 @@ import requests
 from local.azurite import Azurite, start_azurite
 from local.host import LocalHost
 from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_in_thread
+from local.webhook_receiver import ReceiverServer
+from local.webhook_receiver import start_in_thread as start_receiver
 from shared.app import reset_app
 from shared.auth import SIMULATOR_TOKEN
 
@@ -41,7 +43,16 @@ def simulator() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def settings_env(azurite: Azurite, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def receiver() -> Iterator[ReceiverServer]:
+    server = start_receiver()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def settings_env(azurite: Azurite, simulator: SimulatorServer, receiver: ReceiverServer,
+                 monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """App settings for one test: its own queues and tables, short polling delays."""
     suffix = uuid.uuid4().hex[:8]
     values = {
@@ -59,6 +70,10 @@ def settings_env(azurite: Azurite, simulator: SimulatorServer, monkeypatch: pyte
         "POLL_DEADLINE_SECONDS": "120",
         "NOT_FOUND_GRACE_SECONDS": "60",
         "CHAIN_STALE_GRACE_SECONDS": "3",
+        "ALERT_WEBHOOK_URL": receiver.url + "/hooks/secret-token-abc",
+        "ALERT_WEBHOOK_FORMAT": "generic",
+        "ALERT_RETRY_INITIAL_DELAY_SECONDS": "1",
+        "ALERT_RETRY_MAX_DELAY_SECONDS": "2",
     }
     for name in [key for key in os.environ if key.startswith(("PARTNER_CENTER_", "POLL_", "ALERT_"))]:
         monkeypatch.delenv(name)
@@ -76,6 +91,7 @@ class Stack:
     env: dict[str, str]
     azurite: Azurite
     simulator: SimulatorServer
+    receiver: ReceiverServer
     host: LocalHost | None = None
 
     # --- driving -------------------------------------------------------------------------------------
@@ -104,6 +120,14 @@ class Stack:
     def control(self, endpoint: str, document: Any) -> None:
         response = requests.post(f"{self.simulator.url}/_sim/{endpoint}", json=document, timeout=10)
         assert response.status_code == 200, response.text
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alerts the webhook receiver accepted."""
+        return self.receiver.receiver.delivered()
+
+    def script_receiver(self, *responses: str) -> None:
+        with self.receiver.receiver.lock:
+            self.receiver.receiver.script.extend(responses)
 
     def sim_requests(self) -> list[dict[str, Any]]:
         return requests.get(f"{self.simulator.url}/_sim/requests", timeout=10).json()["requests"]
@@ -177,8 +201,9 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
 
 
 @pytest.fixture
-def stack(settings_env: dict[str, str], azurite: Azurite, simulator: SimulatorServer) -> Iterator[Stack]:
-    running = Stack(settings_env, azurite, simulator)
+def stack(settings_env: dict[str, str], azurite: Azurite, simulator: SimulatorServer,
+          receiver: ReceiverServer) -> Iterator[Stack]:
+    running = Stack(settings_env, azurite, simulator, receiver)
     yield running
     running.stop_host()
 

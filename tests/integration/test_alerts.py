@@ -1,0 +1,162 @@
+"""notify_failures end to end: check_batch_status -> failure queue -> notify_failures -> webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+
+import pytest
+
+from shared.failure_chunks import BatchContext, failure_chunks
+from shared.models import DeviceStatus, Outcome
+from tests.conftest import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _failing_batch(stack: Stack, customer: str, failing: int, fine: int = 1) -> str:
+    for index in range(failing):
+        stack.control("device-errors", {"serialNumber": f"FAIL-{index:05}", "errorCode": ("808", "806")[index % 2]})
+    devices = [{"serialNumber": f"FAIL-{i:05}"} for i in range(failing)]
+    devices += [{"serialNumber": f"FINE-{i:05}"} for i in range(fine)]
+    return stack.upload(customer, devices).rsplit("/", 1)[1]
+
+
+def _chunk(tracking: str | None = None, devices: int = 2) -> str:
+    context = BatchContext(str(uuid.uuid4()), tracking or str(uuid.uuid4()), Outcome.COMPLETED_WITH_FAILURES,
+                           str(uuid.uuid4()), "pytest", device_count=devices, failed_device_count=devices)
+    failed = tuple(DeviceStatus(f"SN-{i}", f"PK-{i}", None, "finished_with_errors", "808",
+                                "ZtdDeviceAssignedToOtherTenant") for i in range(devices))
+    [chunk] = failure_chunks(context, failed)
+    return chunk
+
+
+def _send_chunk(stack: Stack, chunk: str) -> None:
+    stack.queue(stack.env["FAILURE_QUEUE_NAME"]).send_message(chunk)
+
+
+def test_a_batch_with_failures_reaches_ops_as_one_alert_with_advice(stack: Stack) -> None:
+    customer = str(uuid.uuid4())
+    tracking = _failing_batch(stack, customer, failing=2, fine=3)
+    stack.start_host()
+    stack.send({"customerId": customer, "batchTrackingId": tracking, "source": "nightly"})
+
+    [alert] = wait_for(lambda: stack.alerts() or None, 60, "the alert")
+    body = alert["body"]
+    assert body["type"] == "device_failures" and body["customerId"] == customer
+    assert body["batchTrackingId"] == tracking and body["outcome"] == "completed_with_failures"
+    assert body["countsByErrorCode"] == {"806 ZtdDeviceAlreadyAssigned": 1, "808 ZtdDeviceAssignedToOtherTenant": 1}
+    assert {d["serialNumber"] for d in body["devices"]} == {"FAIL-00000", "FAIL-00001"}
+    assert all(d["remediation"] for d in body["devices"])
+    assert alert["headers"]["Idempotency-Key"] == body["alertId"]
+    [logged] = wait_for(lambda: stack.rows("ALERT_TABLE_NAME") or None, 10, "the AlertLog row")
+    assert logged["PartitionKey"] == tracking and logged["RowKey"] == body["alertId"]
+    assert logged["status"] == "sent" and logged["webhookHost"] == "127.0.0.1" and logged["httpStatus"] == 200
+    assert "secret-token-abc" not in json.dumps(logged, default=str)
+
+
+def test_every_failed_device_of_a_5000_device_batch_is_in_exactly_one_alert(stack: Stack) -> None:
+    stack.control("config", {"queuedSeconds": 0, "processingSeconds": 0})
+    customer = str(uuid.uuid4())
+    tracking = _failing_batch(stack, customer, failing=1200, fine=3800)
+    stack.start_host()
+    stack.send({"customerId": customer, "batchTrackingId": tracking})
+
+    assert stack.wait_final(customer, tracking, timeout=120)["failedDeviceCount"] == 1200
+
+    def all_alerts() -> list | None:
+        alerts = stack.alerts()
+        return alerts if alerts and len(alerts) == alerts[0]["body"]["chunks"] else None
+
+    alerts = wait_for(all_alerts, 60, "every chunk's alert")
+    serials = Counter(d["serialNumber"] for alert in alerts for d in alert["body"]["devices"])
+    assert len(serials) == 1200 and set(serials.values()) == {1}
+    assert len({alert["body"]["alertId"] for alert in alerts}) == len(alerts) > 1
+    assert len(stack.rows("ALERT_TABLE_NAME", "PartitionKey eq @t and status eq 'sent'", t=tracking)) == len(alerts)
+
+
+def test_a_redelivered_chunk_sends_no_second_alert(stack: Stack) -> None:
+    chunk = _chunk()
+    stack.start_host(functions=["notify_failures"])
+    _send_chunk(stack, chunk)
+    wait_for(lambda: stack.alerts(), 30, "the first alert")
+    _send_chunk(stack, chunk)
+    _send_chunk(stack, chunk)
+    wait_for(lambda: not stack.peek(stack.env["FAILURE_QUEUE_NAME"]) and stack.host and stack.host.invocations >= 3,
+             30, "the copies to be handled")
+    assert len(stack.alerts()) == 1
+
+
+def test_receiver_500_then_200_delivers_once_after_a_requeue(stack: Stack) -> None:
+    stack.script_receiver("500")
+    stack.start_host(functions=["notify_failures"])
+    _send_chunk(stack, _chunk())
+
+    [alert] = wait_for(lambda: stack.alerts() or None, 30, "the alert after a retry")
+    attempts = stack.receiver.receiver.alerts
+    assert [a["answer"] for a in attempts] == [500, 200]
+    assert attempts[1]["time"] - attempts[0]["time"] >= 0.9  # requeued with a delay, not retried at once
+    [logged] = stack.rows("ALERT_TABLE_NAME")
+    assert logged["status"] == "sent" and logged["attempts"] == 2 and alert["body"]["chunk"] == 1
+
+
+def test_receiver_429_is_retried_after_retry_after(stack: Stack) -> None:
+    stack.script_receiver("429:3")
+    stack.start_host(functions=["notify_failures"])
+    _send_chunk(stack, _chunk())
+
+    wait_for(lambda: stack.alerts() or None, 30, "the alert after the 429")
+    attempts = stack.receiver.receiver.alerts
+    assert [a["answer"] for a in attempts] == [429, 200]
+    assert attempts[1]["time"] - attempts[0]["time"] >= 2.9
+
+
+def test_receiver_404_moves_the_chunk_to_poison_with_the_setting_to_fix(stack: Stack) -> None:
+    stack.script_receiver("404")
+    stack.start_host(functions=["notify_failures"])
+    chunk = _chunk()
+    _send_chunk(stack, chunk)
+
+    [envelope] = wait_for(lambda: stack.drain(stack.env["FAILURE_QUEUE_NAME"] + "-poison"), 30, "the poison queue")
+    poisoned = json.loads(envelope)
+    assert "answered 404" in poisoned["reason"] and "ALERT_WEBHOOK_URL" in poisoned["reason"]
+    assert json.loads(poisoned["original"])["alertId"] == json.loads(chunk)["alertId"]
+    assert stack.alerts() == [] and len(stack.receiver.receiver.alerts) == 1
+    [logged] = stack.rows("ALERT_TABLE_NAME")
+    assert logged["status"] == "rejected"
+
+
+def test_an_alert_that_keeps_failing_ends_in_poison_not_lost(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERT_MAX_ATTEMPTS", "3")
+    stack.script_receiver("503", "503", "503")
+    stack.start_host(functions=["notify_failures"])
+    _send_chunk(stack, _chunk())
+
+    [envelope] = wait_for(lambda: stack.drain(stack.env["FAILURE_QUEUE_NAME"] + "-poison"), 30, "the poison queue")
+    assert "gave up after 3 attempts" in json.loads(envelope)["reason"]
+    assert [a["answer"] for a in stack.receiver.receiver.alerts] == [503, 503, 503]
+
+
+@pytest.mark.parametrize("alert_format", ["teams", "slack"])
+def test_teams_and_slack_payloads_reach_the_receiver(stack: Stack, monkeypatch: pytest.MonkeyPatch,
+                                                     alert_format: str) -> None:
+    monkeypatch.setenv("ALERT_WEBHOOK_FORMAT", alert_format)
+    stack.start_host(functions=["notify_failures"])
+    _send_chunk(stack, _chunk(devices=40))
+
+    [alert] = wait_for(lambda: stack.alerts() or None, 30, "the alert")
+    if alert_format == "teams":
+        assert alert["body"]["attachments"][0]["content"]["type"] == "AdaptiveCard"
+    else:
+        assert alert["body"]["blocks"][0]["type"] == "header"
+    assert "808 ZtdDeviceAssignedToOtherTenant" in json.dumps(alert["body"])
+
+
+def test_a_malformed_chunk_goes_to_poison_with_its_reason(stack: Stack) -> None:
+    stack.start_host(functions=["notify_failures"])
+    _send_chunk(stack, json.dumps({"type": "device_failures", "devices": []}))
+
+    [envelope] = wait_for(lambda: stack.drain(stack.env["FAILURE_QUEUE_NAME"] + "-poison"), 30, "the poison queue")
+    assert "has no alertId" in json.loads(envelope)["reason"]
+    assert stack.alerts() == []
