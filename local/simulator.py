@@ -28,6 +28,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from local.serving import serve_in_thread, serve_until_interrupted
 from shared.auth import SIMULATOR_TOKEN
 
 _UPLOAD = re.compile(r"^/v1/customers/([^/]+)/devicebatches/?$", re.IGNORECASE)
@@ -428,9 +429,7 @@ class SimulatorServer(ThreadingHTTPServer):
 
 
 def start_in_thread(simulator: Simulator | None = None, port: int = 0) -> SimulatorServer:
-    server = SimulatorServer(("127.0.0.1", port), simulator or Simulator())
-    threading.Thread(target=server.serve_forever, name="simulator", daemon=True).start()
-    return server
+    return serve_in_thread(SimulatorServer(("127.0.0.1", port), simulator or Simulator()))
 
 
 def _camel(name: str) -> str:
@@ -484,14 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     server = SimulatorServer(("127.0.0.1", args.port), Simulator(config), verbose=args.verbose)
-    print(f"Partner Center simulator listening on {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_interrupted(server, f"Partner Center simulator listening on {server.url}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from local.serving import serve_in_thread, serve_until_interrupted
+
 
 class Receiver:
     def __init__(self) -> None:
@@ -89,9 +91,7 @@ class ReceiverServer(ThreadingHTTPServer):
 
 
 def start_in_thread(port: int = 0) -> ReceiverServer:
-    server = ReceiverServer(port)
-    threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True).start()
-    return server
+    return serve_in_thread(ReceiverServer(port))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,14 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8791)
     args = parser.parse_args(argv)
     server = ReceiverServer(args.port)
-    print(f"Webhook receiver listening on {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_interrupted(server, f"Webhook receiver listening on {server.url}")
 
 
 if __name__ == "__main__":
