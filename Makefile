@@ -2,13 +2,14 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+INFRA_VENV := .venv-infra
 
-.PHONY: run test lint unit deps clean
+.PHONY: run test lint lint-infra unit deps clean
 
 run: deps ## Demo: Azurite + simulator + local host, a few batches tracked to their final outcome
 	$(PY) -m local.demo
 
-test: deps lint ## Lint, type-check and run every test (starts and stops its own Azurite)
+test: deps lint lint-infra ## Lint, type-check, check infra/ and run every test (starts and stops its own Azurite)
 	$(PY) -m pytest
 
 unit: deps ## Only the tests that need no services
@@ -18,6 +19,12 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+lint-infra: $(INFRA_VENV)/.installed ## Checkov over infra/; a file it cannot parse is a failure too
+	@out=$$($(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --compact --quiet 2>&1); \
+	status=$$?; echo "$$out" | grep -v "^$$" | tail -40; \
+	if echo "$$out" | grep -q "Parsing errors"; then echo "checkov could not parse a file in infra/"; exit 1; fi; \
+	exit $$status
+
 deps: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -25,9 +32,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

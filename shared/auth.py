@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,14 @@ def build_credential(settings: PartnerCenterSettings, **identity_options: Any) -
         )
     if settings.auth == "certificate":
         assert settings.tenant_id and settings.client_id
+        if settings.certificate_data:
+            return identity.CertificateCredential(
+                settings.tenant_id,
+                settings.client_id,
+                certificate_data=certificate_bytes(settings.certificate_data),
+                password=settings.certificate_password,
+                **identity_options,
+            )
         return identity.CertificateCredential(
             settings.tenant_id,
             settings.client_id,
@@ -56,6 +65,13 @@ def build_credential(settings: PartnerCenterSettings, **identity_options: Any) -
             settings.tenant_id, settings.client_id, assertion, **identity_options
         )
     return identity.DefaultAzureCredential(**identity_options)
+
+
+def certificate_bytes(text: str) -> bytes:
+    """PEM text as it is, or base64 PKCS#12 (what a Key Vault reference to a certificate yields)."""
+    if text.lstrip().startswith("-----BEGIN"):
+        return text.encode("ascii")
+    return base64.b64decode(text, validate=False)
 
 
 class TokenSource:

@@ -45,6 +45,7 @@ class PartnerCenterSettings:
     client_id: str | None = None
     client_secret: str | None = None
     certificate_path: str | None = None
+    certificate_data: str | None = None
     certificate_password: str | None = None
     managed_identity_client_id: str | None = None
     locale: str = "en-US"
@@ -176,7 +177,7 @@ def _partner_center(reader: _Reader) -> PartnerCenterSettings:
         )
     required = {
         "client_secret": ("PARTNER_CENTER_TENANT_ID", "PARTNER_CENTER_CLIENT_ID", "PARTNER_CENTER_CLIENT_SECRET"),
-        "certificate": ("PARTNER_CENTER_TENANT_ID", "PARTNER_CENTER_CLIENT_ID", "PARTNER_CENTER_CERTIFICATE_PATH"),
+        "certificate": ("PARTNER_CENTER_TENANT_ID", "PARTNER_CENTER_CLIENT_ID"),
         "managed_identity_federation": (
             "PARTNER_CENTER_TENANT_ID",
             "PARTNER_CENTER_CLIENT_ID",
@@ -186,6 +187,13 @@ def _partner_center(reader: _Reader) -> PartnerCenterSettings:
     for name in required:
         if not reader.optional(name):
             raise ConfigError(f"{name} is required when PARTNER_CENTER_AUTH={auth}")
+    if auth == "certificate" and not (
+        reader.optional("PARTNER_CENTER_CERTIFICATE_PATH") or reader.optional("PARTNER_CENTER_CERTIFICATE")
+    ):
+        raise ConfigError(
+            "PARTNER_CENTER_CERTIFICATE (base64 PKCS#12 or PEM text, e.g. a Key Vault reference) or "
+            "PARTNER_CENTER_CERTIFICATE_PATH is required when PARTNER_CENTER_AUTH=certificate"
+        )
     return PartnerCenterSettings(
         base_url=base_url,
         scope=reader.text("PARTNER_CENTER_SCOPE", "https://api.partnercenter.microsoft.com/.default"),
@@ -194,6 +202,7 @@ def _partner_center(reader: _Reader) -> PartnerCenterSettings:
         client_id=reader.optional("PARTNER_CENTER_CLIENT_ID"),
         client_secret=reader.optional("PARTNER_CENTER_CLIENT_SECRET"),
         certificate_path=reader.optional("PARTNER_CENTER_CERTIFICATE_PATH"),
+        certificate_data=reader.optional("PARTNER_CENTER_CERTIFICATE"),
         certificate_password=reader.optional("PARTNER_CENTER_CERTIFICATE_PASSWORD"),
         managed_identity_client_id=reader.optional("PARTNER_CENTER_MANAGED_IDENTITY_CLIENT_ID"),
         locale=reader.text("PARTNER_CENTER_LOCALE", "en-US"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 
@@ -164,7 +165,8 @@ def test_retry_after_forms(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value) == seconds
 
 
-def test_certificate_credential_signs_a_client_assertion(sim: SimulatorServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("source", ["path", "pem-text", "pkcs12-base64"])
+def test_certificate_credential_signs_a_client_assertion(sim: SimulatorServer, tmp_path, source: str) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
     from cryptography import x509
@@ -182,9 +184,14 @@ def test_certificate_credential_signs_a_client_assertion(sim: SimulatorServer, t
     pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption())
                     + certificate.public_bytes(serialization.Encoding.PEM))
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    pfx = pkcs12.serialize_key_and_certificates(b"bw", key, certificate, None, serialization.NoEncryption())
+    location = {"path": {"certificate_path": str(pem)}, "pem-text": {"certificate_data": pem.read_text()},
+                "pkcs12-base64": {"certificate_data": base64.b64encode(pfx).decode()}}[source]
     entra = FakeEntra()
     settings = PartnerCenterSettings(base_url=sim.url, scope="scope/.default", auth="certificate",
-                                     tenant_id="contoso.onmicrosoft.com", client_id="app", certificate_path=str(pem))
+                                     tenant_id="contoso.onmicrosoft.com", client_id="app", **location)
     credential = build_credential(settings, transport=entra.transport())
     assert credential.get_token(settings.scope).token == "entra-token-1"
     [request] = entra.token_requests
