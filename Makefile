@@ -4,13 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: run test lint lint-infra unit deps clean
+.PHONY: run test bench lint lint-infra unit deps clean
 
 run: deps ## Demo: Azurite + simulator + local host, a few batches tracked to their final outcome
 	$(PY) -m local.demo
 
 test: deps lint lint-infra ## Lint, type-check, check infra/ and run every test (starts and stops its own Azurite)
 	$(PY) -m pytest
+
+bench: deps ## Benchmark: cost per poll, throughput, persistence, memory, start-up, polling efficiency
+	$(PY) -m bench.run
 
 unit: deps ## Only the tests that need no services
 	$(PY) -m pytest tests/unit

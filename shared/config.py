@@ -81,8 +81,8 @@ class Settings:
 def load_settings(env: Mapping[str, str]) -> Settings:
     reader = _Reader(env)
     policy = PollingPolicy(
-        initial_delay=reader.seconds("POLL_INITIAL_DELAY_SECONDS", 30, minimum=1),
-        max_delay=reader.seconds("POLL_MAX_DELAY_SECONDS", 600, minimum=1, maximum=MAX_QUEUE_DELAY_SECONDS),
+        initial_delay=reader.seconds("POLL_INITIAL_DELAY_SECONDS", 30, minimum=0),
+        max_delay=reader.seconds("POLL_MAX_DELAY_SECONDS", 600, minimum=0, maximum=MAX_QUEUE_DELAY_SECONDS),
         deadline=reader.seconds("POLL_DEADLINE_SECONDS", 172_800, minimum=1),
         not_found_grace=reader.seconds("NOT_FOUND_GRACE_SECONDS", 900, minimum=0),
         backoff_factor=reader.seconds("POLL_BACKOFF_FACTOR", 0.18, minimum=0, maximum=10),

@@ -134,5 +134,5 @@ def _requeue(
     jittered = max(floor, min(jittered, max(policy.max_delay, floor)))
     # One last poll at the deadline rather than after it.
     remaining = policy.deadline - elapsed
-    jittered = max(1.0, min(jittered, remaining)) if remaining > 0 else 1.0
+    jittered = max(0.0, min(jittered, remaining)) if remaining > 0 else 0.0
     return Requeue(round(jittered, 3), reason, errors, auth_failures)

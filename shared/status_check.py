@@ -264,7 +264,7 @@ class _Run:
 
 
 def _queue_delay(seconds: float) -> int:
-    return max(1, min(MAX_VISIBILITY_SECONDS, math.ceil(seconds)))
+    return max(0, min(MAX_VISIBILITY_SECONDS, math.ceil(seconds)))
 
 
 def _new_token() -> str:

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from local.fake_entra import FakeEntra
 from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_in_thread
 from shared.auth import SIMULATOR_TOKEN, TokenSource, build_credential
 from shared.config import PartnerCenterSettings
 from shared.partner_center import PartnerCenterClient, parse_retry_after
 from shared.policy import Denied, NotFound, StatusReceived, Throttled, Transient
-from tests.fakes import FakeEntra
 
 CUSTOMER = "47021739-3426-40bf-9601-61b4b6d7c793"
 

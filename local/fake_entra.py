@@ -1,4 +1,4 @@
-"""Stand-ins for what cannot run here: Entra ID's token endpoints and the App Service identity endpoint."""
+"""A stand-in for Entra ID token endpoints and the App Service identity endpoint (tests and benchmarks)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ class FakeEntra(BaseAdapter):
         self.identity_requests: list[dict[str, list[str]]] = []
         self.issued = 0
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         url = urlsplit(request.url or "")
         if url.path.endswith("/.well-known/openid-configuration"):
             tenant = url.path.split("/")[1]
