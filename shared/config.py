@@ -57,6 +57,19 @@ class PartnerCenterSettings:
 
 
 @dataclass(frozen=True)
+class StorageNames:
+    """Where everything lives: the storage account and the queue and table names."""
+
+    storage: StorageSettings
+    status_queue: str = "batch-status-requests"
+    failure_queue: str = "device-failures"
+    batch_table: str = "BatchUploadStatus"
+    device_table: str = "DeviceUploadStatus"
+    history_table: str = "DeviceUploadHistory"
+    alert_table: str = "AlertLog"
+
+
+@dataclass(frozen=True)
 class Settings:
     storage: StorageSettings
     partner_center: PartnerCenterSettings
@@ -97,16 +110,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raise ConfigError("ALERT_WEBHOOK_URL must be an http(s) URL")
     if webhook_url and urlsplit(webhook_url).scheme == "http" and not is_loopback_url(webhook_url):
         raise ConfigError("ALERT_WEBHOOK_URL must use https unless it points at a loopback address")
+    names = load_storage_names(env)
     return Settings(
-        storage=_storage(reader),
+        storage=names.storage,
         partner_center=_partner_center(reader),
         policy=policy,
-        status_queue=reader.queue("STATUS_QUEUE_NAME", "batch-status-requests"),
-        failure_queue=reader.queue("FAILURE_QUEUE_NAME", "device-failures"),
-        batch_table=reader.table("BATCH_TABLE_NAME", "BatchUploadStatus"),
-        device_table=reader.table("DEVICE_TABLE_NAME", "DeviceUploadStatus"),
-        history_table=reader.table("DEVICE_HISTORY_TABLE_NAME", "DeviceUploadHistory"),
-        alert_table=reader.table("ALERT_TABLE_NAME", "AlertLog"),
+        status_queue=names.status_queue,
+        failure_queue=names.failure_queue,
+        batch_table=names.batch_table,
+        device_table=names.device_table,
+        history_table=names.history_table,
+        alert_table=names.alert_table,
         chain_stale_grace=reader.seconds("CHAIN_STALE_GRACE_SECONDS", 900, minimum=1),
         alert_webhook_url=webhook_url,
         alert_webhook_format=webhook_format,
@@ -119,6 +133,20 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
 def load_storage_settings(env: Mapping[str, str]) -> StorageSettings:
     return _storage(_Reader(env))
+
+
+def load_storage_names(env: Mapping[str, str]) -> StorageNames:
+    """The storage settings alone: enough for the audit and operator commands."""
+    reader = _Reader(env)
+    return StorageNames(
+        storage=_storage(reader),
+        status_queue=reader.queue("STATUS_QUEUE_NAME", "batch-status-requests"),
+        failure_queue=reader.queue("FAILURE_QUEUE_NAME", "device-failures"),
+        batch_table=reader.table("BATCH_TABLE_NAME", "BatchUploadStatus"),
+        device_table=reader.table("DEVICE_TABLE_NAME", "DeviceUploadStatus"),
+        history_table=reader.table("DEVICE_HISTORY_TABLE_NAME", "DeviceUploadHistory"),
+        alert_table=reader.table("ALERT_TABLE_NAME", "AlertLog"),
+    )
 
 
 def is_loopback_url(url: str) -> bool:

@@ -21,10 +21,11 @@ from .storage import StorageClients
 
 log = logging.getLogger("batchwatch.results_store")
 
+TRACKING_INDEX_PARTITION = "~tracking"  # batch table rows that map a tracking id to its customer
 TRANSACTION_LIMIT = 100
 MAX_STRING_CHARS = 32_000  # Table Storage holds 64 KiB of UTF-16 per string property
 HISTORY_WRITE_THREADS = 8
-_RESERVED = frozenset({"PartitionKey", "RowKey", "Timestamp", "customerId", "batchTrackingId", "failed"})
+_RESERVED = frozenset({"PartitionKey", "RowKey", "Timestamp", "customerId", "batchTrackingId", "failed", "recordedAt"})
 
 
 class RowChangedError(Exception):
@@ -67,6 +68,11 @@ class ResultsStore:
 
         return self._clients.with_table(self._batch_table, read)
 
+    def write_tracking_index(self, customer_id: str, tracking_id: str) -> None:
+        """A point-readable row (PartitionKey ~tracking, RowKey tracking id) naming the batch's customer."""
+        entity = {"PartitionKey": TRACKING_INDEX_PARTITION, "RowKey": tracking_id, "customerId": customer_id}
+        self._clients.with_table(self._batch_table, lambda client: client.upsert_entity(entity))
+
     def create_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any]) -> str | None:
         """Create the row; None when it already exists."""
         entity = {"PartitionKey": customer_id, "RowKey": tracking_id, **fields}
@@ -92,10 +98,11 @@ class ResultsStore:
         return str(metadata["etag"])
 
     # --- device rows and history ---------------------------------------------------------------
-    def write_devices(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...]) -> int:
+    def write_devices(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...],
+                      recorded_at: datetime) -> int:
         """Upsert one row per device in transactions of at most 100; returns the transaction count."""
         entities = (
-            device_entity(device, customer_id, tracking_id, tracking_id, row_key)
+            device_entity(device, customer_id, tracking_id, tracking_id, row_key, recorded_at)
             for device, row_key in zip(devices, device_row_keys(devices), strict=True)
         )
         transactions = 0
@@ -105,7 +112,8 @@ class ResultsStore:
             transactions += 1
         return transactions
 
-    def write_history(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...]) -> int:
+    def write_history(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...],
+                      recorded_at: datetime) -> int:
         """One row per device under its serial's partition, so each device is its own request."""
         by_partition: dict[str, list[dict[str, Any]]] = {}
         repeats: dict[str, int] = {}
@@ -114,7 +122,7 @@ class ResultsStore:
             count = repeats[partition] = repeats.get(partition, 0) + 1
             row_key = tracking_id if count == 1 else f"{tracking_id}~{count}"
             by_partition.setdefault(partition, []).append(
-                device_entity(device, customer_id, tracking_id, partition, row_key)
+                device_entity(device, customer_id, tracking_id, partition, row_key, recorded_at)
             )
         groups = [group for entities in by_partition.values() for group in _chunks(iter(entities), TRANSACTION_LIMIT)]
         client = self._clients.with_table(self._history_table, lambda table_client: table_client)
@@ -132,7 +140,8 @@ class ResultsStore:
 
 
 def device_entity(
-    device: DeviceStatus, customer_id: str, tracking_id: str, partition_key: str, row_key: str
+    device: DeviceStatus, customer_id: str, tracking_id: str, partition_key: str, row_key: str,
+    recorded_at: datetime | None = None,
 ) -> dict[str, Any]:
     entity: dict[str, Any] = {
         "PartitionKey": partition_key,
@@ -142,6 +151,8 @@ def device_entity(
         "failed": device.failed,
         "status": device.status,
     }
+    if recorded_at is not None:
+        entity["recordedAt"] = recorded_at
     identity: tuple[tuple[str, str | None], ...] = (
         ("serialNumber", device.serial_number),
         ("productKey", device.product_key),

@@ -140,6 +140,7 @@ class _Run:
             "chainToken": token,
             "nextPollAt": self.now,
         }
+        self.store.write_tracking_index(self.customer_id, self.tracking_id)
         etag = self.store.create_batch(self.customer_id, self.tracking_id, fields)
         if etag is None:  # created meanwhile by another copy of this message
             self._resolve(self.store.get_batch(self.customer_id, self.tracking_id), None, attempts - 1)
@@ -230,8 +231,8 @@ class _Run:
             batch = result.batch
             failed = batch.failed_devices
             context = replace(context, device_count=len(batch.devices), failed_device_count=len(failed))
-            device_transactions = self.store.write_devices(self.customer_id, self.tracking_id, batch.devices)
-            history_requests = self.store.write_history(self.customer_id, self.tracking_id, batch.devices)
+            device_transactions = self.store.write_devices(self.customer_id, self.tracking_id, batch.devices, self.now)
+            history_requests = self.store.write_history(self.customer_id, self.tracking_id, batch.devices, self.now)
             messages = failure_chunks(context, failed) if failed else []
             fields.update(
                 status=batch.status,

@@ -1,0 +1,160 @@
+"""Operator commands: list and re-drive poison messages, and start polling again for ended batches."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..config import StorageNames
+from ..messages import ChainState, StatusRequest
+from ..poison import poison_queue_name
+from ..results_store import ResultsStore, RowChangedError
+from ..storage import StorageClients
+from .queries import AuditQueries, Row
+
+RESUBMITTABLE = ("timed_out", "not_found", "access_denied")
+RECEIVE_LEASE_SECONDS = 60
+
+
+@dataclass
+class PoisonEntry:
+    message: Any
+    envelope: dict[str, Any] | None  # None: moved by the host after maxDequeueCount, the original as it was
+
+    @property
+    def row(self) -> Row:
+        envelope = self.envelope or {}
+        return {
+            "messageId": self.message.id,
+            "insertedOn": self.message.inserted_on,
+            "reason": envelope.get("reason") or "moved by the Functions host after maxDequeueCount failures",
+            "rejectedAt": envelope.get("rejectedAt"),
+            "rejectionId": envelope.get("rejectionId"),
+            "part": envelope.get("part"),
+            "parts": envelope.get("parts"),
+            "original": envelope["original"] if self.envelope else self.message.content,
+        }
+
+
+@dataclass
+class Replay:
+    message_ids: list[str]
+    original: str
+    reason: str
+    sent: bool = False
+    missing_parts: list[int] = field(default_factory=list)
+
+
+class PoisonQueues:
+    def __init__(self, names: StorageNames, clients: StorageClients) -> None:
+        self.names = names
+        self.clients = clients
+
+    def source_queue(self, kind: str) -> str:
+        return self.names.status_queue if kind == "status" else self.names.failure_queue
+
+    def listing(self, kind: str) -> list[Row]:
+        """Every poison message, newest first. Reading them hides them briefly; they are shown again at once."""
+        entries = self._receive_all(kind)
+        self._release(kind, entries)
+        return sorted((entry.row for entry in entries), key=lambda row: row["insertedOn"], reverse=True)
+
+    def replay(self, kind: str, message_id: str | None, dry_run: bool) -> list[Replay]:
+        """Send originals back to their queue; delete a poison message only after its send succeeded."""
+        entries = self._receive_all(kind)
+        groups: dict[str, list[PoisonEntry]] = {}
+        for entry in entries:
+            key = (entry.envelope or {}).get("rejectionId") or entry.message.id
+            groups.setdefault(key, []).append(entry)
+        if message_id is not None:
+            groups = {key: group for key, group in groups.items()
+                      if any(entry.message.id == message_id for entry in group)}
+        chosen = {id(entry) for group in groups.values() for entry in group}
+        self._release(kind, [entry for entry in entries if id(entry) not in chosen])
+        queue = self.clients.queue(poison_queue_name(self.source_queue(kind)))
+        replays = []
+        for group in groups.values():
+            ordered = sorted(group, key=lambda entry: (entry.envelope or {}).get("part") or 1)
+            rows = [entry.row for entry in ordered]
+            replay = Replay([row["messageId"] for row in rows], "".join(row["original"] for row in rows),
+                            rows[0]["reason"])
+            expected = rows[0]["parts"] or 1
+            replay.missing_parts = sorted(set(range(1, expected + 1)) - {row["part"] or 1 for row in rows})
+            if dry_run or replay.missing_parts:
+                self._release(kind, group)
+            else:
+                self.clients.send(self.source_queue(kind), replay.original)
+                replay.sent = True
+                for entry in group:
+                    queue.delete_message(entry.message)
+            replays.append(replay)
+        return replays
+
+    def _receive_all(self, kind: str) -> list[PoisonEntry]:
+        queue = self.clients.queue(poison_queue_name(self.source_queue(kind)))
+        entries: list[PoisonEntry] = []
+        try:
+            while batch := list(queue.receive_messages(messages_per_page=32, max_messages=32,
+                                                       visibility_timeout=RECEIVE_LEASE_SECONDS)):
+                entries.extend(PoisonEntry(message, _envelope(message.content)) for message in batch)
+        except Exception as exc:
+            if getattr(exc, "error_code", None) == "QueueNotFound":
+                return []
+            raise
+        return entries
+
+    def _release(self, kind: str, entries: list[PoisonEntry]) -> None:
+        queue = self.clients.queue(poison_queue_name(self.source_queue(kind)))
+        for entry in entries:
+            queue.update_message(entry.message, visibility_timeout=0)
+
+
+def resubmit(queries: AuditQueries, store: ResultsStore, clients: StorageClients, names: StorageNames,
+             batches: list[Row], now: datetime, dry_run: bool) -> list[Row]:
+    """Start polling again for batches that ended without a result; the row is updated, never duplicated."""
+    done = []
+    for row in batches:
+        outcome = str(row.get("outcome"))
+        if outcome not in RESUBMITTABLE:
+            continue
+        customer_id, tracking_id = str(row["PartitionKey"]), str(row["RowKey"])
+        if dry_run:
+            done.append(row)
+            continue
+        fresh = queries.batch(tracking_id, customer_id)
+        if fresh is None or fresh.get("outcome") != outcome:
+            continue  # changed meanwhile
+        token = uuid.uuid4().hex
+        fields = {
+            "outcome": "pending",
+            "previousOutcome": outcome,
+            "chainToken": token,
+            "firstSeenAt": now,
+            "originalFirstSeenAt": fresh.get("originalFirstSeenAt") or fresh.get("firstSeenAt"),
+            "nextPollAt": now,
+            "resubmittedAt": now,
+            "resubmitCount": int(fresh.get("resubmitCount") or 0) + 1,
+        }
+        try:
+            etag = store.update_batch(customer_id, tracking_id, fields, fresh["_etag"])
+        except RowChangedError:
+            continue
+        state = ChainState(token, now, attempt=int(fresh.get("pollCount") or 0), etag=etag)
+        request = StatusRequest(customer_id, tracking_id, str(fresh.get("correlationId") or "") or None,
+                                str(fresh.get("source") or "") or None, state)
+        clients.send(names.status_queue, request.to_message())
+        done.append({**fresh, **fields})
+    return done
+
+
+def _envelope(content: str) -> dict[str, Any] | None:
+    try:
+        document = json.loads(content)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and "reason" in document and isinstance(document.get("original"), str):
+        return document
+    return None
