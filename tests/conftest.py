@@ -168,6 +168,10 @@ class Stack:
                 return []
             raise
 
+    def batch_rows(self) -> list[dict[str, Any]]:
+        """Batch rows, without the ~tracking index rows that map a tracking id to its customer."""
+        return [row for row in self.rows("BATCH_TABLE_NAME") if row["PartitionKey"] != "~tracking"]
+
     def peek(self, queue_name: str) -> list[Any]:
         """Every message in a queue, visible or not, read by receiving with a 1 s lease."""
         return list(self.queue(queue_name).peek_messages(max_messages=32))

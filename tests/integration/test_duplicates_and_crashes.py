@@ -87,7 +87,8 @@ def test_the_same_tracking_id_sent_twice_is_polled_by_one_chain(stack: Stack) ->
 
     row = _assert_single_chain_and_clean_queue(stack, customer, tracking)
 
-    assert row["failedDeviceCount"] == 2 and len(stack.rows("BATCH_TABLE_NAME")) == 1
+    assert row["failedDeviceCount"] == 2 and len(stack.batch_rows()) == 1
+    assert [r["RowKey"] for r in stack.rows("BATCH_TABLE_NAME") if r["PartitionKey"] == "~tracking"] == [tracking]
     assert len(stack.rows("DEVICE_TABLE_NAME", "PartitionKey eq @t", t=tracking)) == 4
     chunks = [json.loads(m.content) for m in stack.peek(stack.env["FAILURE_QUEUE_NAME"])]
     assert len(chunks) == 1 and len(chunks[0]["devices"]) == 2
