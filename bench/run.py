@@ -30,7 +30,7 @@ from typing import Any
 
 import requests
 
-from local.azurite import PROJECT_ROOT, Azurite, start_azurite
+from local.azurite import PROJECT_ROOT, Azurite, free_port, start_azurite
 from local.fake_entra import FakeEntra
 from local.host import LocalHost
 from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_in_thread
@@ -50,12 +50,13 @@ NEVER = 10**9
 @dataclass
 class Stack:
     azurite: Azurite
-    simulator: SimulatorServer
+    simulator: SimulatorServer | None
+    simulator_url: str
     env: dict[str, str]
 
     def upload(self, customer: str, devices: list[dict[str, str]]) -> str:
         response = requests.post(
-            f"{self.simulator.url}/v1/customers/{customer}/deviceBatches",
+            f"{self.simulator_url}/v1/customers/{customer}/deviceBatches",
             json={"batchId": "bench", "devices": devices},
             headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"},
             timeout=60,
@@ -74,18 +75,33 @@ class Stack:
         return client
 
     def sim_gets(self) -> int:
-        with self.simulator.simulator.lock:
-            return sum(upload.gets for upload in self.simulator.simulator.uploads.values())
+        batches = requests.get(f"{self.simulator_url}/_sim/batches", timeout=60).json()
+        return sum(batch["gets"] for batch in batches.values())
 
 
 @contextmanager
-def fresh_stack(queued_seconds: float = NEVER, **settings: str) -> Iterator[Stack]:
-    """A fresh Azurite, a simulator and app settings in os.environ for one figure."""
+def fresh_stack(queued_seconds: float = NEVER, simulator_process: bool = False, **settings: str) -> Iterator[Stack]:
+    """A fresh Azurite, a simulator and app settings in os.environ for one figure.
+
+    simulator_process: run the simulator in its own process, as Partner Center is remote, so that its
+    threads do not compete with the host for this process's GIL.
+    """
     azurite = start_azurite(log_dir=Path(tempfile.gettempdir()))
-    simulator = start_in_thread(Simulator(SimulatorConfig(queued_seconds=queued_seconds, processing_seconds=0)))
+    simulator: SimulatorServer | None = None
+    process: subprocess.Popen[bytes] | None = None
+    if simulator_process:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "local.simulator", "--port", str(port), "--queued-seconds",
+                                    str(queued_seconds), "--processing-seconds", "0"], cwd=PROJECT_ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        simulator_url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _answers(simulator_url + "/_sim/batches"), 30)
+    else:
+        simulator = start_in_thread(Simulator(SimulatorConfig(queued_seconds=queued_seconds, processing_seconds=0)))
+        simulator_url = simulator.url
     env = {
         "AzureWebJobsStorage": azurite.connection_string,
-        "PARTNER_CENTER_BASE_URL": simulator.url,
+        "PARTNER_CENTER_BASE_URL": simulator_url,
         "PARTNER_CENTER_AUTH": "simulator",
         "STATUS_QUEUE_NAME": "bench-status",
         "FAILURE_QUEUE_NAME": "bench-failures",
@@ -99,7 +115,7 @@ def fresh_stack(queued_seconds: float = NEVER, **settings: str) -> Iterator[Stac
     os.environ.update(env)
     reset_app()
     try:
-        yield Stack(azurite, simulator, env)
+        yield Stack(azurite, simulator, simulator_url, env)
     finally:
         reset_app()
         for name, value in saved.items():
@@ -107,9 +123,21 @@ def fresh_stack(queued_seconds: float = NEVER, **settings: str) -> Iterator[Stac
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        simulator.shutdown()
-        simulator.server_close()
+        if simulator is not None:
+            simulator.shutdown()
+            simulator.server_close()
+        if process is not None:
+            process.terminate()
+            process.wait(30)
         azurite.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=1)
+        return True
+    except requests.RequestException:
+        return False
 
 
 def _seed_batches(stack: Stack, count: int) -> list[str]:
@@ -202,7 +230,7 @@ def token_requests(polls: int) -> dict[str, Any]:
 
 # --- 3: poll throughput against the bare queue cycle -------------------------------------------------------
 def throughput(depth: int, seconds: float) -> dict[str, Any]:
-    with fresh_stack() as stack:
+    with fresh_stack(simulator_process=True) as stack:
         _seed_batches(stack, depth)
         host = LocalHost(PROJECT_ROOT, os.environ, max_polling_interval=0.1, functions=["check_batch_status"])
         host.start()
@@ -264,6 +292,8 @@ def _bare_cycle(stack: Stack, depth: int, seconds: float, batch_size: int, concu
 def persistence(devices: int) -> dict[str, Any]:
     from shared import status_check
 
+    with fresh_stack(queued_seconds=0) as stack:  # each side on its own fresh Azurite
+        bare = _bare_writes(stack, str(uuid.uuid4()), str(uuid.uuid4()), devices)
     with fresh_stack(queued_seconds=0) as stack:
         customer = str(uuid.uuid4())
         tracking = stack.upload(
@@ -296,7 +326,6 @@ def persistence(devices: int) -> dict[str, Any]:
         counts = app.clients.counter.snapshot() - before
         row = app.clients.table(app.settings.batch_table).get_entity(customer, tracking)
         assert row["outcome"] == Outcome.COMPLETED and row["deviceCount"] == devices
-        bare = _bare_writes(stack, customer, tracking, devices)
     return {
         "devices": devices,
         "ours_seconds": round(timings["finalize"], 2),
@@ -360,8 +389,8 @@ def memory(devices: int) -> dict[str, Any]:
             customer, [{"serialNumber": f"SN-{i:06}", "productKey": f"PK-{i:06}"} for i in range(devices)]
         )
         small = stack.upload(customer, [{"serialNumber": "WARM-UP"}])
-        upload = stack.simulator.simulator.uploads[tracking]
-        json_bytes = len(stack.simulator.simulator.status_body(upload, time.monotonic() + 10))
+        json_bytes = len(requests.get(f"{stack.simulator_url}/v1/customers/{customer}/batchJobStatus/{tracking}",
+                                      headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"}, timeout=60).content)
         output = subprocess.run(
             [sys.executable, "-c", MEMORY_PROBE, customer, tracking, small],
             cwd=PROJECT_ROOT,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -114,29 +114,25 @@ class ResultsStore:
 
     def write_history(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...],
                       recorded_at: datetime) -> int:
-        """One row per device under its serial's partition, so each device is its own request."""
-        by_partition: dict[str, list[dict[str, Any]]] = {}
-        repeats: dict[str, int] = {}
-        for device in devices:
-            partition = history_partition_key(device)
-            count = repeats[partition] = repeats.get(partition, 0) + 1
-            row_key = tracking_id if count == 1 else f"{tracking_id}~{count}"
-            by_partition.setdefault(partition, []).append(
-                device_entity(device, customer_id, tracking_id, partition, row_key, recorded_at)
-            )
-        groups = [group for entities in by_partition.values() for group in _chunks(iter(entities), TRANSACTION_LIMIT)]
+        """One row per device under its serial's partition, so each device is its own request.
+
+        Written by a few threads with a bounded number in flight, so a 10,000-device batch never holds
+        10,000 entities at once.
+        """
         client = self._clients.with_table(self._history_table, lambda table_client: table_client)
+        repeats: dict[str, int] = {}
 
-        def write(group: list[dict[str, Any]]) -> None:
-            if len(group) == 1:
-                client.upsert_entity(group[0], mode=UpdateMode.REPLACE)
-            else:
-                _submit(client, [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in group])
+        def entities() -> Iterator[dict[str, Any]]:
+            for device in devices:
+                partition = history_partition_key(device)
+                count = repeats[partition] = repeats.get(partition, 0) + 1
+                row_key = tracking_id if count == 1 else f"{tracking_id}~{count}"
+                yield device_entity(device, customer_id, tracking_id, partition, row_key, recorded_at)
 
-        with ThreadPoolExecutor(max_workers=HISTORY_WRITE_THREADS) as pool:
-            for _ in pool.map(write, groups):
-                pass
-        return len(groups)
+        def write(entity: dict[str, Any]) -> None:
+            client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+        return _bounded_map(write, entities(), HISTORY_WRITE_THREADS)
 
 
 def device_entity(
@@ -172,6 +168,24 @@ def device_entity(
     if truncated:
         entity["truncatedFields"] = ",".join(truncated)
     return entity
+
+
+def _bounded_map(work: Callable[[dict[str, Any]], None], items: Iterable[dict[str, Any]], threads: int) -> int:
+    """Run work over items on a few threads, keeping at most 2 x threads items in flight; re-raises."""
+    done = 0
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: set[Future[None]] = set()
+        for item in items:
+            if len(pending) >= 2 * threads:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+                    done += 1
+            pending.add(pool.submit(work, item))
+        for future in pending:
+            future.result()
+            done += 1
+    return done
 
 
 def _submit(client: Any, operations: list[Any]) -> None:
