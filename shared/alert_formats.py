@@ -48,8 +48,8 @@ def code_counts(devices: list[dict[str, Any]]) -> list[CodeCount]:
 
 
 def query_hint(tracking_id: str) -> str:
-    return (f"All devices: az storage entity query --table-name DeviceUploadStatus "
-            f"--filter \"PartitionKey eq '{tracking_id}' and failed eq true\"")
+    return (f"All devices: python -m shared.audit batch --tracking-id {tracking_id} "
+            f"(table DeviceUploadStatus, PartitionKey {tracking_id}, failed eq true)")
 
 
 def title(chunk: dict[str, Any]) -> str:

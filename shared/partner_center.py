@@ -13,6 +13,7 @@ import requests
 
 from .auth import TokenSource
 from .config import PartnerCenterSettings
+from .http import pooled_session
 from .ids import normalize_guid
 from .policy import Denied, NotFound, PollResult, StatusReceived, Throttled, Transient
 from .status_parser import MalformedStatusError, parse_batch_status
@@ -32,7 +33,7 @@ class PartnerCenterClient:
     ) -> None:
         self._settings = settings
         self._tokens = tokens
-        self._session = session or requests.Session()
+        self._session = session or pooled_session()
         self._sleep = sleep
         self._retry_delays = tuple(retry_delays)
         self.request_count = 0

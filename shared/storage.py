@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from .config import StorageSettings
+from .http import pooled_session
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -72,6 +73,7 @@ class StorageClients:
         self._tables: dict[str, TableClient] = {}
         self._credential: TokenCredential | None = None
         self._ensured_tables: set[str] = set()
+        self._session = pooled_session()
 
     @property
     def queue_endpoint(self) -> str:
@@ -119,27 +121,29 @@ class StorageClients:
             self._ensured_tables.add(table_name)
         return operation(client)
 
+    def _client_options(self, service: str) -> dict[str, Any]:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        return {"raw_request_hook": self.counter.hook(service),
+                "transport": RequestsTransport(session=self._session, session_owner=False)}
+
     def _new_queue_client(self, name: str) -> QueueClient:
         from azure.storage.queue import QueueClient
 
         if self._settings.connection_string:
             return QueueClient.from_connection_string(
-                self._settings.connection_string, name, raw_request_hook=self.counter.hook("queue")
+                self._settings.connection_string, name, **self._client_options("queue")
             )
-        return QueueClient(
-            self.queue_endpoint, name, credential=self._identity(), raw_request_hook=self.counter.hook("queue")
-        )
+        return QueueClient(self.queue_endpoint, name, credential=self._identity(), **self._client_options("queue"))
 
     def _new_table_client(self, name: str) -> TableClient:
         from azure.data.tables import TableClient
 
         if self._settings.connection_string:
             return TableClient.from_connection_string(
-                self._settings.connection_string, name, raw_request_hook=self.counter.hook("table")
+                self._settings.connection_string, name, **self._client_options("table")
             )
-        return TableClient(
-            self.table_endpoint, name, credential=self._identity(), raw_request_hook=self.counter.hook("table")
-        )
+        return TableClient(self.table_endpoint, name, credential=self._identity(), **self._client_options("table"))
 
     def _identity(self) -> TokenCredential:
         if self._credential is None:

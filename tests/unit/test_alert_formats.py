@@ -50,6 +50,7 @@ def test_teams_card_has_the_adaptive_card_essentials_and_stays_small() -> None:
     assert chunk["customerId"] in json.dumps(card) and "808 ZtdDeviceAssignedToOtherTenant" in texts
     assert f"first 25 of {len(chunk['devices'])}" in texts and "more device(s)" in texts
     assert "DeviceUploadStatus" in texts
+    assert f"python -m shared.audit batch --tracking-id {chunk['batchTrackingId']}" in texts
     assert len(json.dumps(message).encode()) < 28_000
 
 
