@@ -73,7 +73,7 @@ class StorageClients:
         self._tables: dict[str, TableClient] = {}
         self._credential: TokenCredential | None = None
         self._ensured_tables: set[str] = set()
-        self._session = pooled_session()
+        self._session = pooled_session(for_azure_core=True)
 
     @property
     def queue_endpoint(self) -> str:
