@@ -217,3 +217,27 @@ def test_every_final_batch_has_its_rows_and_matching_counts(stack: Stack, seeded
         assert index["customerId"] == seeded["customer"]
     assert {h["PartitionKey"] for h in stack.rows("DEVICE_HISTORY_TABLE_NAME")} >= {
         serial_partition_key(seeded["awkward"])}
+
+
+@pytest.mark.parametrize("output_format", ["table", "csv", "json"])
+def test_every_command_answers_in_every_format(stack: Stack, seeded: dict[str, str], output_format: str) -> None:
+    get_app().status_check.reject(b"not json", "message is not JSON")
+    commands = [
+        ("batch", "--tracking-id", seeded["first"]),
+        ("batches", "--customer", seeded["customer"]),
+        ("device", "--serial", seeded["awkward"]),
+        ("summary",),
+        ("pending",),
+        ("poison", "list"),
+    ]
+    stack.table("BATCH_TABLE_NAME").upsert_entity({"PartitionKey": str(uuid.uuid4()), "RowKey": str(uuid.uuid4()),
+                                                   "outcome": "pending", "firstSeenAt": datetime.now(UTC)})
+    for command in commands:
+        code, out, err = audit(*command, "--format", output_format)
+        assert code == 0, (command, err)
+        lines = out.strip().splitlines()
+        assert lines, (command, err)
+        if output_format == "json":
+            assert all(isinstance(json.loads(line), dict) for line in lines), command
+        elif output_format == "csv":
+            assert len(list(csv.reader(io.StringIO(out)))) >= 2, command  # a header and at least one row
