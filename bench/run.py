@@ -65,14 +65,7 @@ class Stack:
         return response.headers["Location"].rsplit("/", 1)[1]
 
     def queue(self, name: str) -> Any:
-        from azure.storage.queue import QueueClient
-
-        client = QueueClient.from_connection_string(self.azurite.connection_string, name)
-        try:
-            client.create_queue()
-        except Exception:
-            pass
-        return client
+        return self.azurite.queue(name)
 
     def sim_gets(self) -> int:
         batches = requests.get(f"{self.simulator_url}/_sim/batches", timeout=60).json()

@@ -8,6 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -28,6 +29,18 @@ class Azurite:
             f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/devstoreaccount1;"
             f"TableEndpoint=http://127.0.0.1:{self.table_port}/devstoreaccount1;"
         )
+
+    def queue(self, name: str) -> Any:
+        """A client for one of its queues, created if it does not exist yet."""
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.queue import QueueClient
+
+        client = QueueClient.from_connection_string(self.connection_string, name)
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+        return client
 
     def stop(self) -> None:
         for process in self.processes:

@@ -160,13 +160,7 @@ def _upload_demo_batches(simulator_url: str) -> list[dict[str, Any]]:
 
 
 def _drop_messages(azurite: Azurite, queue_name: str, batches: list[dict[str, Any]]) -> None:
-    from azure.storage.queue import QueueClient
-
-    queue = QueueClient.from_connection_string(azurite.connection_string, queue_name)
-    try:
-        queue.create_queue()
-    except Exception:
-        pass
+    queue = azurite.queue(queue_name)
     for index, batch in enumerate(batches):
         if index == 0:  # ids form, base64-encoded as the Functions default encoding would send it
             body = json.dumps(

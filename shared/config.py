@@ -69,17 +69,10 @@ class StorageNames:
     alert_table: str = "AlertLog"
 
 
-@dataclass(frozen=True)
-class Settings:
-    storage: StorageSettings
+@dataclass(frozen=True, kw_only=True)
+class Settings(StorageNames):
     partner_center: PartnerCenterSettings
     policy: PollingPolicy
-    status_queue: str = "batch-status-requests"
-    failure_queue: str = "device-failures"
-    batch_table: str = "BatchUploadStatus"
-    device_table: str = "DeviceUploadStatus"
-    history_table: str = "DeviceUploadHistory"
-    alert_table: str = "AlertLog"
     chain_stale_grace: float = 900.0
     alert_webhook_url: str | None = None
     alert_webhook_format: str = "generic"
@@ -110,17 +103,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raise ConfigError("ALERT_WEBHOOK_URL must be an http(s) URL")
     if webhook_url and urlsplit(webhook_url).scheme == "http" and not is_loopback_url(webhook_url):
         raise ConfigError("ALERT_WEBHOOK_URL must use https unless it points at a loopback address")
-    names = load_storage_names(env)
     return Settings(
-        storage=names.storage,
+        **vars(load_storage_names(env)),
         partner_center=_partner_center(reader),
         policy=policy,
-        status_queue=names.status_queue,
-        failure_queue=names.failure_queue,
-        batch_table=names.batch_table,
-        device_table=names.device_table,
-        history_table=names.history_table,
-        alert_table=names.alert_table,
         chain_stale_grace=reader.seconds("CHAIN_STALE_GRACE_SECONDS", 900, minimum=1),
         alert_webhook_url=webhook_url,
         alert_webhook_format=webhook_format,

@@ -138,14 +138,7 @@ class Stack:
 
     # --- looking -------------------------------------------------------------------------------------
     def queue(self, name: str) -> Any:
-        from azure.storage.queue import QueueClient
-
-        client = QueueClient.from_connection_string(self.azurite.connection_string, name)
-        try:
-            client.create_queue()
-        except Exception:
-            pass
-        return client
+        return self.azurite.queue(name)
 
     def table(self, setting: str) -> Any:
         from azure.data.tables import TableClient
