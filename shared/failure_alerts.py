@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,8 +12,8 @@ from .alert_formats import code_counts, render
 from .alert_log import AlertLog
 from .config import Settings
 from .log import ContextLogger, context_logger
-from .poison import poison_envelopes, poison_queue_name
-from .storage import NEVER_EXPIRES, StorageClients
+from .poison import poison_queue_name, send_to_poison
+from .storage import StorageClients, queue_delay
 from .webhook import Delivered, Rejected, RetryLater, WebhookSender
 
 ALERT_TYPES = ("device_failures", "batch_outcome")
@@ -132,13 +131,10 @@ class FailureNotifier:
 
     def _requeue(self, chunk: dict[str, Any], attempt: int, delay: float) -> None:
         message = json.dumps({**chunk, DELIVERY_KEY: {"attempt": attempt}}, separators=(",", ":"))
-        self.clients.send(self.settings.failure_queue, message,
-                          visibility_timeout=max(1, min(7 * 24 * 3600 - 60, math.ceil(delay))))
+        self.clients.send(self.settings.failure_queue, message, visibility_timeout=queue_delay(delay))
 
     def _poison(self, original: str, reason: str) -> None:
-        queue = poison_queue_name(self.settings.failure_queue)
-        for envelope in poison_envelopes(original, reason, self.clock()):
-            self.clients.send(queue, envelope, time_to_live=NEVER_EXPIRES)
+        send_to_poison(self.clients, self.settings.failure_queue, original, reason, self.clock())
 
     @staticmethod
     def _log_only(chunk: dict[str, Any], log: ContextLogger) -> None:

@@ -8,12 +8,22 @@ from datetime import datetime
 from typing import Any
 
 from .failure_chunks import MESSAGE_BUDGET_BYTES, encoded_size
+from .storage import NEVER_EXPIRES, StorageClients
 
 POISON_SUFFIX = "-poison"
 
 
 def poison_queue_name(queue_name: str) -> str:
     return queue_name + POISON_SUFFIX
+
+
+def send_to_poison(clients: StorageClients, queue_name: str, original: str, reason: str,
+                   rejected_at: datetime) -> str:
+    """Put a rejected message, with its reason, in <queue>-poison for good; returns that queue's name."""
+    poison = poison_queue_name(queue_name)
+    for envelope in poison_envelopes(original, reason, rejected_at):
+        clients.send(poison, envelope, time_to_live=NEVER_EXPIRES)
+    return poison
 
 
 def poison_envelopes(original: str, reason: str, rejected_at: datetime) -> list[str]:

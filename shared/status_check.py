@@ -12,7 +12,6 @@ between the row write and the send) is replaced instead of stalling the batch.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import uuid
 from collections.abc import Callable
@@ -26,12 +25,10 @@ from .log import ContextLogger, context_logger
 from .messages import BadMessageError, ChainState, StatusRequest, parse_status_request
 from .models import Outcome
 from .partner_center import PartnerCenterClient
-from .poison import poison_envelopes, poison_queue_name
+from .poison import send_to_poison
 from .policy import Finalize, PollResult, Requeue, StatusReceived, decide
 from .results_store import BatchRow, ResultsStore, RowChangedError, batch_times
-from .storage import NEVER_EXPIRES, StorageClients
-
-MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60
+from .storage import StorageClients, queue_delay
 
 
 @dataclass
@@ -60,10 +57,8 @@ class StatusCheck:
         _Run(self, request, log).start()
 
     def reject(self, body: bytes, reason: str, message_id: str = "") -> None:
-        original = body.decode("utf-8", "replace")
-        queue = poison_queue_name(self.settings.status_queue)
-        for envelope in poison_envelopes(original, reason, self.clock()):
-            self.clients.send(queue, envelope, time_to_live=NEVER_EXPIRES)
+        queue = send_to_poison(self.clients, self.settings.status_queue, body.decode("utf-8", "replace"), reason,
+                               self.clock())
         logging.getLogger("batchwatch.check_batch_status").warning(
             "rejected a bad message to %s: %s [messageId=%s]", queue, reason, message_id
         )
@@ -183,7 +178,7 @@ class _Run:
             self._finalize(state, result, decision)
 
     def _continue(self, state: ChainState, result: PollResult, decision: Requeue) -> None:
-        delay = _queue_delay(decision.delay)
+        delay = queue_delay(decision.delay)
         successor = ChainState(
             token=_new_token(),
             first_seen_at=state.first_seen_at,
@@ -247,9 +242,12 @@ class _Run:
             )
         else:
             # Only the chain's holder may end a batch without a result: claim that first.
+            if row is None or row.chain_token != state.token:
+                self._resolve(row, replace(state, etag=None))
+                return
             try:
                 self.store.update_batch(self.customer_id, self.tracking_id, {"chainToken": "final:" + state.token},
-                                        state.etag if row is None or row.chain_token != state.token else row.etag)
+                                        row.etag)
             except RowChangedError:
                 self._resolve(self.store.get_batch(self.customer_id, self.tracking_id), replace(state, etag=None))
                 return
@@ -261,11 +259,7 @@ class _Run:
 
     def _requeue(self, state: ChainState, delay: float) -> None:
         message = self.request.with_state(state).to_message()
-        self.check.clients.send(self.settings.status_queue, message, visibility_timeout=_queue_delay(delay))
-
-
-def _queue_delay(seconds: float) -> int:
-    return max(0, min(MAX_VISIBILITY_SECONDS, math.ceil(seconds)))
+        self.check.clients.send(self.settings.status_queue, message, visibility_timeout=queue_delay(delay))
 
 
 def _new_token() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +21,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 NEVER_EXPIRES = -1
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60  # the service allows 7 days, and below the message's time to live
+
+
+def queue_delay(seconds: float) -> int:
+    """A delay as the whole seconds of visibility timeout a queue message accepts."""
+    return max(0, min(MAX_VISIBILITY_SECONDS, math.ceil(seconds)))
 
 
 class RequestCounter:
