@@ -50,7 +50,9 @@ def test_a_batch_with_failures_reaches_ops_as_one_alert_with_advice(stack: Stack
     assert {d["serialNumber"] for d in body["devices"]} == {"FAIL-00000", "FAIL-00001"}
     assert all(d["remediation"] for d in body["devices"])
     assert alert["headers"]["Idempotency-Key"] == body["alertId"]
-    [logged] = wait_for(lambda: stack.rows("ALERT_TABLE_NAME") or None, 10, "the AlertLog row")
+    [logged] = wait_for(lambda: [row for row in stack.rows("ALERT_TABLE_NAME") if row["status"] == "sent"] or None,
+                        10, "the AlertLog row marked sent")
+    assert len(stack.rows("ALERT_TABLE_NAME")) == 1
     assert logged["PartitionKey"] == tracking and logged["RowKey"] == body["alertId"]
     assert logged["status"] == "sent" and logged["webhookHost"] == "127.0.0.1" and logged["httpStatus"] == 200
     assert "secret-token-abc" not in json.dumps(logged, default=str)
@@ -73,7 +75,10 @@ def test_every_failed_device_of_a_5000_device_batch_is_in_exactly_one_alert(stac
     serials = Counter(d["serialNumber"] for alert in alerts for d in alert["body"]["devices"])
     assert len(serials) == 1200 and set(serials.values()) == {1}
     assert len({alert["body"]["alertId"] for alert in alerts}) == len(alerts) > 1
-    assert len(stack.rows("ALERT_TABLE_NAME", "PartitionKey eq @t and status eq 'sent'", t=tracking)) == len(alerts)
+    # AlertLog's "sent" is written just after the receiver answered 2xx: wait for it, then compare exactly
+    wait_for(lambda: len(stack.rows("ALERT_TABLE_NAME", "PartitionKey eq @t and status eq 'sent'", t=tracking))
+             >= len(alerts), 30, "every alert recorded as sent")
+    assert len(stack.rows("ALERT_TABLE_NAME", "PartitionKey eq @t", t=tracking)) == len(alerts)
 
 
 def test_a_redelivered_chunk_sends_no_second_alert(stack: Stack) -> None:
@@ -97,8 +102,9 @@ def test_receiver_500_then_200_delivers_once_after_a_requeue(stack: Stack) -> No
     attempts = stack.receiver.receiver.alerts
     assert [a["answer"] for a in attempts] == [500, 200]
     assert attempts[1]["time"] - attempts[0]["time"] >= 0.9  # requeued with a delay, not retried at once
-    [logged] = stack.rows("ALERT_TABLE_NAME")
-    assert logged["status"] == "sent" and logged["attempts"] == 2 and alert["body"]["chunk"] == 1
+    [logged] = wait_for(lambda: [row for row in stack.rows("ALERT_TABLE_NAME") if row["status"] == "sent"] or None,
+                        30, "the alert recorded as sent")
+    assert logged["attempts"] == 2 and alert["body"]["chunk"] == 1 and len(stack.rows("ALERT_TABLE_NAME")) == 1
 
 
 def test_receiver_429_is_retried_after_retry_after(stack: Stack) -> None:
