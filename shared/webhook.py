@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .log import redact_from_library_logs
 from .partner_center import parse_retry_after
 
 
@@ -39,6 +40,8 @@ def webhook_host(url: str) -> str:
 class WebhookSender:
     def __init__(self, url: str, session: requests.Session | None = None, timeout: tuple[float, float] = (5, 30)):
         self._url = url
+        parts = urlsplit(url)
+        redact_from_library_logs(url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.path)
         self._session = session or requests.Session()
         self._timeout = timeout
 
