@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import tempfile
@@ -43,9 +44,11 @@ class Azurite:
         return client
 
     def stop(self) -> None:
+        """Shut down cleanly: SIGINT, which both services handle by saving their data (the table service
+        ignores SIGTERM's chance to save, so a workspace would lose its last few seconds of writes)."""
         for process in self.processes:
             if process.poll() is None:
-                process.terminate()
+                process.send_signal(signal.SIGINT)
         for process in self.processes:
             try:
                 process.wait(10)
@@ -61,12 +64,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_azurite(workspace: Path | None = None, log_dir: Path | None = None, timeout: float = 60.0) -> Azurite:
-    """Queue and table services; in memory unless a workspace folder is given (then data survives restarts)."""
+def start_azurite(workspace: Path | None = None, log_dir: Path | None = None, timeout: float = 60.0,
+                  ports: tuple[int, int] | None = None) -> Azurite:
+    """Queue and table services; in memory unless a workspace folder is given (then data survives restarts).
+
+    ports: (queue, table) to reuse, e.g. to restart on the same address; free ports otherwise.
+    """
     dist = PROJECT_ROOT / "node_modules" / "azurite" / "dist" / "src"
     if not dist.exists():
         raise RuntimeError("Azurite is not installed: run `npm install` (make does it for you)")
-    azurite = Azurite(queue_port=free_port(), table_port=free_port(), workspace=workspace)
+    queue_port, table_port = ports or (free_port(), free_port())
+    azurite = Azurite(queue_port=queue_port, table_port=table_port, workspace=workspace)
     log_dir = log_dir or Path(tempfile.gettempdir())
     for service, port in (("queue", azurite.queue_port), ("table", azurite.table_port)):
         command = [

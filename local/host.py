@@ -463,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.host", description="Run the function folders locally.")
     parser.add_argument("--app-root", type=Path, default=Path("."))
     parser.add_argument("--functions", nargs="+", help="run only these function folders (like func start --functions)")
+    parser.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS,
+                        help="dequeue lease (the Functions host uses 600); shorter only for crash tests")
     parser.add_argument(
         "--max-polling-interval",
         type=float,
@@ -471,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging()
-    host = LocalHost(args.app_root, max_polling_interval=args.max_polling_interval, functions=args.functions)
+    host = LocalHost(args.app_root, max_polling_interval=args.max_polling_interval, functions=args.functions,
+                     lease_seconds=args.lease_seconds)
     try:
         host.load()
     except Exception as exc:

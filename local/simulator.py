@@ -60,6 +60,7 @@ class SimulatorConfig:
     rates: dict[str, float] = field(default_factory=dict)  # fault kind -> probability per status GET
     retry_after: int = 2
     slow_seconds: float = 3.0
+    timeout_seconds: float = 60.0  # how long a "timeout" fault keeps the connection without answering
     seed: int = 1
 
     def update(self, values: dict[str, Any]) -> None:
@@ -243,7 +244,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_json(
                     200,
                     {
-                        tid: {"customerId": u.customer_id, "gets": u.gets, "devices": len(u.results)}
+                        tid: {"customerId": u.customer_id, "gets": u.gets, "devices": len(u.results),
+                              "failed": [r.get("serialNumber") or r.get("productKey") for r in u.results
+                                         if r.get("errorCode")]}
                         for tid, u in self.sim.uploads.items()
                     },
                 )
@@ -386,7 +389,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b'{"status": "finished", "devicesStatus": [')
             self.close_connection = True
         elif kind == "timeout":
-            time.sleep(float(argument or 60))
+            time.sleep(float(argument or self.sim.config.timeout_seconds))
             self.close_connection = True
         else:
             return False
@@ -466,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--not-found-seconds", type=float, default=0.0)
     parser.add_argument("--random-failure-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout-seconds", type=float, default=60.0, help="how long a timeout fault stalls")
     for kind in ("429", "500", "503", "timeout", "slow", "malformed", "truncated", "html"):
         parser.add_argument(f"--rate-{kind}", type=float, default=0.0, help=f"probability of a {kind} answer")
     parser.add_argument("--verbose", action="store_true")
@@ -481,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         random_failure_rate=args.random_failure_rate,
         rates={k: v for k, v in rates.items() if v},
         seed=args.seed,
+        timeout_seconds=args.timeout_seconds,
     )
     server = SimulatorServer(("127.0.0.1", args.port), Simulator(config), verbose=args.verbose)
     return serve_until_interrupted(server, f"Partner Center simulator listening on {server.url}")

@@ -4,9 +4,11 @@ Who may poll a batch: the batch row holds chainToken, the token of the one messa
 next. A message whose token matches polls, writes the row with its etag (so a concurrent copy
 loses) and requeues a successor carrying a new token. Any other message for a pending batch (a
 redelivery, the same tracking id sent twice) becomes a watchdog: it sleeps until the expected
-message is overdue (nextPollAt + CHAIN_STALE_GRACE_SECONDS) and then takes the chain over only if
-the row has not moved meanwhile. So at most one chain survives and a lost successor (a crash
-between the row write and the send) is replaced instead of stalling the batch.
+poll is overdue (nextPollAt + CHAIN_STALE_GRACE_SECONDS); if the row has not been written by then
+it takes the chain over (etag-guarded, so only one watchdog wins), otherwise it sleeps again. It
+ends when the batch is final. So at most one chain polls, and a chain whose message was lost (a
+crash between the row write and the send, or storage losing writes) is restarted instead of
+stalling the batch.
 """
 
 from __future__ import annotations
@@ -97,9 +99,6 @@ class _Run:
             return
         if state and not state.watch and state.token == row.chain_token:
             self._poll(replace(state, etag=row.etag))
-            return
-        if state and state.watch and state.watch != row.chain_token:
-            self.log.info("the batch's polling chain moved on; watchdog dropped")
             return
         overdue_at = self._overdue_at(row)
         if self.now < overdue_at:
