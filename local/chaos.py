@@ -6,7 +6,7 @@ Runs Azurite (persistent workspace), the simulator with fault rates, the webhook
 It uploads the batches, submits every tracking id twice and adds hostile messages. While batches are polled
 it kills the host with SIGKILL several times and restarts it, and stops and restarts Azurite once. At the
 end it reads Table Storage, the queues and the receiver (not the app's own view) and checks:
-- every batch has a final row with the right outcome, and every device row;
+- every batch has a final row with the right outcome, and every device row exactly once;
 - every failed device is in an alert (duplicated alertIds are counted: the crash window);
 - no message is left anywhere but in a poison queue, which holds the hostile inputs and nothing else.
 It prints the figures and exits 1 if anything was lost.
@@ -60,6 +60,7 @@ class Figures:
     rows_missing: int = 0
     wrong_outcomes: int = 0
     device_rows_missing: int = 0
+    device_rows_duplicated: int = 0
     alerts_missing: int = 0
     alerts_duplicated: int = 0
     messages_left: int = 0
@@ -69,7 +70,8 @@ class Figures:
 
     @property
     def lost(self) -> int:
-        return (self.rows_missing + self.wrong_outcomes + self.device_rows_missing + self.alerts_missing
+        return (self.rows_missing + self.wrong_outcomes + self.device_rows_missing + self.device_rows_duplicated
+                + self.alerts_missing
                 + self.messages_left + self.unexpected_poison + self.hostile_not_in_poison)
 
 
@@ -265,6 +267,7 @@ def _check(stack: Stack, batches: list[tuple[str, str]], figures: Figures) -> No
         stored = sum(1 for _ in device_table.query_entities("PartitionKey eq @t", parameters={"t": tracking},
                                                             select=["RowKey"]))
         figures.device_rows_missing += max(0, expected["devices"] - stored)
+        figures.device_rows_duplicated += max(0, stored - expected["devices"])
         figures.alerts_missing += sum(1 for serial in expected["failed"] if (tracking, serial) not in alerted)
     figures.messages_left = sum(_approximate(stack, stack.env[name])
                                 for name in ("STATUS_QUEUE_NAME", "FAILURE_QUEUE_NAME"))

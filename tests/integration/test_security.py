@@ -66,3 +66,14 @@ def test_simulator_auth_and_plain_http_are_refused_away_from_loopback() -> None:
         load_settings({**base, "PARTNER_CENTER_AUTH": "default", "PARTNER_CENTER_BASE_URL": "http://192.168.1.5"})
     with pytest.raises(ConfigError, match="https"):
         load_settings({**base, "PARTNER_CENTER_AUTH": "default", "ALERT_WEBHOOK_URL": "http://hooks.example.com/x"})
+
+
+def test_tls_verification_is_never_turned_off() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for path in [*root.glob("shared/**/*.py"), *root.glob("check_batch_status/*.py"),
+                 *root.glob("notify_failures/*.py")]:
+        text = path.read_text()
+        for forbidden in ("verify=False", "connection_verify=False", "CERT_NONE", "_create_unverified_context"):
+            assert forbidden not in text, f"{path} turns TLS verification off ({forbidden})"
