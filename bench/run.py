@@ -33,6 +33,7 @@ import requests
 from local.azurite import PROJECT_ROOT, Azurite, free_port, start_azurite
 from local.fake_entra import FakeEntra
 from local.host import LocalHost
+from local.serving import wait_until_answering
 from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_in_thread
 from shared.app import get_app, reset_app
 from shared.auth import SIMULATOR_TOKEN, TokenSource, build_credential
@@ -88,7 +89,7 @@ def fresh_stack(queued_seconds: float = NEVER, simulator_process: bool = False, 
                                     str(queued_seconds), "--processing-seconds", "0"], cwd=PROJECT_ROOT,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         simulator_url = f"http://127.0.0.1:{port}"
-        _wait(lambda: _answers(simulator_url + "/_sim/batches"), 30)
+        wait_until_answering(simulator_url + "/_sim/batches")
     else:
         simulator = start_in_thread(Simulator(SimulatorConfig(queued_seconds=queued_seconds, processing_seconds=0)))
         simulator_url = simulator.url
@@ -124,13 +125,6 @@ def fresh_stack(queued_seconds: float = NEVER, simulator_process: bool = False, 
             process.wait(30)
         azurite.stop()
 
-
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=1)
-        return True
-    except requests.RequestException:
-        return False
 
 
 def _seed_batches(stack: Stack, count: int) -> list[str]:

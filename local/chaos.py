@@ -32,6 +32,7 @@ from typing import Any
 import requests
 
 from local.azurite import PROJECT_ROOT, free_port, start_azurite
+from local.serving import wait_until_answering
 from shared.auth import SIMULATOR_TOKEN
 
 HOSTILE_MESSAGES = [
@@ -110,8 +111,8 @@ class Stack:
                                   "--random-failure-rate", "0.1", "--timeout-seconds", "4",
                                   "--seed", str(args.seed), *rates])
         self._spawn("receiver", [sys.executable, "-m", "local.webhook_receiver", "--port", _port(self.receiver_url)])
-        _wait_http(self.simulator_url + "/_sim/batches")
-        _wait_http(self.receiver_url + "/_receiver/alerts")
+        wait_until_answering(self.simulator_url + "/_sim/batches")
+        wait_until_answering(self.receiver_url + "/_receiver/alerts")
         self.start_host()
 
     def _spawn(self, name: str, command: list[str]) -> None:
@@ -314,18 +315,6 @@ def _table(stack: Stack, name: str) -> Any:
 
 def _port(url: str) -> str:
     return url.rsplit(":", 1)[1]
-
-
-def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer") from None
-            time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

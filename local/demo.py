@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from local.azurite import PROJECT_ROOT, Azurite, free_port, start_azurite
+from local.serving import wait_until_answering
 from shared.auth import SIMULATOR_TOKEN
 
 TIMEOUT_SECONDS = 240
@@ -74,14 +75,14 @@ def main() -> int:
                 workdir / "simulator.log",
             )
         )
-        _wait_http(simulator_url + "/_sim/batches")
+        wait_until_answering(simulator_url + "/_sim/batches")
         receiver_url = f"http://127.0.0.1:{free_port()}"
         env["ALERT_WEBHOOK_URL"] = receiver_url + "/webhook"
         env["ALERT_WEBHOOK_FORMAT"] = "generic"
         print(f"Starting a webhook receiver on {receiver_url} (it records the alerts ops would get) ...", flush=True)
         processes.append(_spawn([sys.executable, "-m", "local.webhook_receiver", "--port",
                                  receiver_url.rsplit(":", 1)[1]], env, workdir / "receiver.log"))
-        _wait_http(receiver_url + "/_receiver/alerts")
+        wait_until_answering(receiver_url + "/_receiver/alerts")
         host_log = workdir / "host.log"
         print("Starting the local Functions host (check_batch_status, notify_failures) ...", flush=True)
         processes.append(_spawn([sys.executable, "-m", "local.host", "--max-polling-interval", "1"], env, host_log))
@@ -283,18 +284,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer") from None
-            time.sleep(0.1)
 
 
 def _control(url: str, endpoint: str, document: dict[str, Any]) -> None:

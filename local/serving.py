@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from typing import TypeVar
+
+import requests
 
 Server = TypeVar("Server", bound=ThreadingHTTPServer)
 
@@ -23,3 +26,16 @@ def serve_until_interrupted(server: ThreadingHTTPServer, banner: str) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def wait_until_answering(url: str, timeout: float = 30) -> None:
+    """Wait for a server started in another process to answer HTTP at url."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout:g} s") from None
+            time.sleep(0.1)

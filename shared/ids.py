@@ -45,10 +45,6 @@ def parse_location(location: object) -> tuple[str, str]:
     return customer, tracking
 
 
-def is_guid(value: object) -> bool:
-    return isinstance(value, str) and bool(_GUID.match(value))
-
-
 def _preview(value: str, limit: int = 80) -> str:
     text = value if len(value) <= limit else value[:limit] + f"... ({len(value)} characters)"
     return repr(text)
