@@ -13,6 +13,9 @@ What it does as the Functions host does (extensions.queues in host.json, functio
   maxDequeueCount goes to poison without running; with messageEncoding base64, a message that is not
   valid base64 goes to poison at once;
 - backs off from 100 ms to maxPollingInterval while the queue is empty;
+- runs the functions in a separate Python worker process (local.worker), restarted if it dies, as
+  the host runs its language worker; --in-process runs them in the host's own process instead (for a
+  debugger);
 - on SIGINT/SIGTERM stops receiving, lets running functions finish, releases what has not started.
 """
 
@@ -21,8 +24,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import importlib
-import inspect
 import json
 import logging
 import os
@@ -33,15 +34,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import azure.functions as func
-
+from local.functions import Entry, FunctionSpec, find_functions, invoke, load_entries
+from local.worker import FunctionFailed, Invocation, WorkerExited, WorkerProcess
 from shared.app import reset_app
 from shared.config import StorageSettings, load_storage_settings
 from shared.storage import StorageClients
@@ -79,20 +79,9 @@ class QueueOptions:
         )
 
 
-@dataclass(frozen=True)
-class QueueFunction:
-    name: str
-    directory: Path
-    entry: Callable[..., Any]
-    parameter: str
-    queue_name: str
-    connection: str
-    wants_context: bool
-
-
 @dataclass
 class _InFlight:
-    function: QueueFunction
+    function: FunctionSpec
     message: Any
     pop_receipt: str
     renewed_at: float = field(default_factory=time.monotonic)
@@ -107,16 +96,6 @@ def parse_timespan(value: Any) -> float:
         raise ValueError(f"not a TimeSpan: {value!r}")
     days, hours, minutes, seconds = match.groups()
     return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-
-
-def resolve_setting_expression(value: str, env: Mapping[str, str]) -> str:
-    def lookup(match: re.Match[str]) -> str:
-        name = match[1]
-        if name not in env or not env[name]:
-            raise KeyError(f"binding expression %{name}% names an app setting that is not set")
-        return env[name]
-
-    return re.sub(r"%([^%]+)%", lookup, value)
 
 
 def load_local_settings(app_root: Path, env: MutableMapping[str, str]) -> None:
@@ -137,7 +116,10 @@ class LocalHost:
         max_polling_interval: float | None = None,
         lease_seconds: float = LEASE_SECONDS,
         functions: list[str] | None = None,
+        worker_process: bool = False,
     ) -> None:
+        """worker_process: run the functions in a separate worker process, as on Azure (the CLI's default);
+        otherwise in this process, where a test can look at their modules."""
         self.app_root = app_root.resolve()
         self.env = os.environ if env is None else env
         host_json = json.loads((self.app_root / "host.json").read_text(encoding="utf-8"))
@@ -147,7 +129,10 @@ class LocalHost:
         self.options = options
         self.lease_seconds = lease_seconds
         self.only = set(functions) if functions else None
-        self.functions: list[QueueFunction] = []
+        self.functions: list[FunctionSpec] = []
+        self.worker_process = worker_process
+        self.worker: WorkerProcess | None = None
+        self._entries: dict[str, Entry] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._executors: list[ThreadPoolExecutor] = []
@@ -160,55 +145,22 @@ class LocalHost:
     # --- start-up ----------------------------------------------------------------------------------
     def load(self) -> None:
         load_local_settings(self.app_root, self.env)
-        if str(self.app_root) not in sys.path:
-            sys.path.insert(0, str(self.app_root))
-        reset_app()  # a new worker: the app is built again from the current settings
-        for config_path in sorted(self.app_root.glob("*/function.json")):
-            if self.only is not None and config_path.parent.name not in self.only:
-                continue
-            function = self._load_function(config_path)
-            if function is not None:
-                self.functions.append(function)
-                log.info("Found function %s: queueTrigger on %s", function.name, function.queue_name)
-        if not self.functions:
-            raise RuntimeError(f"no queue-triggered function folders under {self.app_root}")
-
-    def _load_function(self, config_path: Path) -> QueueFunction | None:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        triggers = [b for b in config.get("bindings", []) if b.get("type") == "queueTrigger"]
-        if not triggers:
-            log.warning("%s has no queueTrigger binding; the local host skips it", config_path.parent.name)
-            return None
-        binding = triggers[0]
-        if binding.get("direction") != "in":
-            raise ValueError(f"{config_path}: a queueTrigger binding must have direction 'in'")
-        name = config_path.parent.name
-        script = config.get("scriptFile", "__init__.py")
-        module_name = name if script == "__init__.py" else f"{name}.{Path(script).stem}"
-        for loaded in [key for key in sys.modules if key == name or key.startswith(name + ".")]:
-            del sys.modules[loaded]
-        module = importlib.import_module(module_name)
-        entry = getattr(module, config.get("entryPoint", "main"))
-        parameters = inspect.signature(entry).parameters
-        if binding["name"] not in parameters:
-            raise ValueError(f"{name}: binding name {binding['name']!r} is not a parameter of {entry.__name__}")
-        return QueueFunction(
-            name=name,
-            directory=config_path.parent,
-            entry=entry,
-            parameter=binding["name"],
-            queue_name=resolve_setting_expression(binding["queueName"], self.env),
-            connection=binding.get("connection") or "AzureWebJobsStorage",
-            wants_context="context" in parameters,
-        )
+        self.functions = find_functions(self.app_root, self.env, self.only)
+        if not self.worker_process:
+            reset_app()  # a new worker: the app is built again from the current settings
+            self._entries = load_entries(self.app_root, self.functions)
 
     def start(self) -> None:
+        """Load the functions (in the worker, if there is one) and start listening; raises if they do not load."""
         if not self.functions:
             self.load()
-        for function in self.functions:
-            executor = ThreadPoolExecutor(
-                max_workers=self.options.batch_size + self.options.threshold, thread_name_prefix=function.name
+        if self.worker_process:
+            self.worker = WorkerProcess(
+                self.app_root, self.functions, self.env, len(self.functions) * self._concurrency
             )
+            self.worker.start()
+        for function in self.functions:
+            executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix=function.name)
             self._executors.append(executor)
             thread = threading.Thread(
                 target=self._listen, args=(function, executor), name=f"listen-{function.name}", daemon=True
@@ -237,20 +189,13 @@ class LocalHost:
             thread.join(max(0.0, deadline - time.monotonic()))
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=False)
+        if self.worker is not None:
+            self.worker.stop()
         log.info("Host stopped after %d invocations (%d failed)", self.invocations, self.failures)
 
-    def run_until_signalled(self) -> None:
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: Any) -> None:
-            log.info("Received %s; stopping", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
-        self.start()
-        stop.wait()
-        self.stop()
+    @property
+    def _concurrency(self) -> int:
+        return self.options.batch_size + self.options.threshold
 
     # --- the listener ------------------------------------------------------------------------------
     def clients_for(self, connection: str) -> StorageClients:
@@ -275,7 +220,7 @@ class LocalHost:
             }
         )
 
-    def _listen(self, function: QueueFunction, executor: ThreadPoolExecutor) -> None:
+    def _listen(self, function: FunctionSpec, executor: ThreadPoolExecutor) -> None:
         clients = self.clients_for(function.connection)
         queue = clients.queue(function.queue_name)
         pending = 0
@@ -321,7 +266,7 @@ class LocalHost:
                     self._in_flight[message.id] = _InFlight(function, message, message.pop_receipt or "")
                 executor.submit(self._process, function, clients, message).add_done_callback(done)
 
-    def _process(self, function: QueueFunction, clients: StorageClients, message: Any) -> None:
+    def _process(self, function: FunctionSpec, clients: StorageClients, message: Any) -> None:
         queue = clients.queue(function.queue_name)
         try:
             if self._stopping.is_set():
@@ -344,23 +289,21 @@ class LocalHost:
                 invocation_id,
             )
             started = time.monotonic()
-            kwargs: dict[str, Any] = {function.parameter: self._message(message, body)}
-            if function.wants_context:
-                kwargs["context"] = SimpleNamespace(
-                    invocation_id=invocation_id, function_name=function.name, function_directory=str(function.directory)
-                )
             try:
-                function.entry(**kwargs)
-            except Exception:
+                self._run(function, invocation_id, self._message_fields(message, body))
+            except Exception as exc:
                 with self._lock:
                     self.invocations += 1
                     self.failures += 1
-                log.exception(
+                log.error(
                     "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",
                     function.name,
                     invocation_id,
                     (time.monotonic() - started) * 1000,
+                    exc_info=None if isinstance(exc, FunctionFailed | WorkerExited) else exc,
                 )
+                if isinstance(exc, FunctionFailed | WorkerExited):
+                    log.error("%s", exc)
                 if message.dequeue_count >= self.options.max_dequeue_count:
                     self._to_poison(function, clients, message, "function failed maxDequeueCount times")
                 else:
@@ -379,16 +322,23 @@ class LocalHost:
             with self._lock:
                 self._in_flight.pop(message.id, None)
 
-    def _message(self, message: Any, body: bytes) -> func.QueueMessage:
-        return func.queue.QueueMessage(
-            id=message.id,
-            body=body,
-            dequeue_count=message.dequeue_count,
-            expiration_time=message.expires_on,
-            insertion_time=message.inserted_on,
-            time_next_visible=message.next_visible_on,
-            pop_receipt=self._receipt(message.id),
-        )
+    def _run(self, function: FunctionSpec, invocation_id: str, message: dict[str, Any]) -> None:
+        if self.worker is not None:
+            self.worker.invoke(Invocation(invocation_id, function.name, message))
+        else:
+            invoke(self._entries[function.name], invocation_id, message)
+
+    def _message_fields(self, message: Any, body: bytes) -> dict[str, Any]:
+        """The azure.functions QueueMessage's arguments (plain values: they cross to the worker process)."""
+        return {
+            "id": message.id,
+            "body": body,
+            "dequeue_count": message.dequeue_count,
+            "expiration_time": message.expires_on,
+            "insertion_time": message.inserted_on,
+            "time_next_visible": message.next_visible_on,
+            "pop_receipt": self._receipt(message.id),
+        }
 
     def _decode(self, content: str) -> bytes:
         if self.options.message_encoding == "none":
@@ -398,7 +348,7 @@ class LocalHost:
         except (binascii.Error, ValueError) as exc:
             raise ValueError("not base64") from exc
 
-    def _to_poison(self, function: QueueFunction, clients: StorageClients, message: Any, why: str) -> None:
+    def _to_poison(self, function: FunctionSpec, clients: StorageClients, message: Any, why: str) -> None:
         poison = f"{function.queue_name}-poison"
         log.warning(
             "Message has reached MaxDequeueCount of %d (%s). Moving message to queue '%s'. MessageId=%s",
@@ -471,16 +421,28 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds; overrides host.json's maxPollingInterval (local development only)",
     )
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the functions in the host's process instead of a worker process (for a debugger)")
     args = parser.parse_args(argv)
     configure_logging()
     host = LocalHost(args.app_root, max_polling_interval=args.max_polling_interval, functions=args.functions,
-                     lease_seconds=args.lease_seconds)
+                     lease_seconds=args.lease_seconds, worker_process=not args.in_process)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        log.info("Received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     try:
-        host.load()
+        host.start()
     except Exception as exc:
         log.error("Start-up failed: %s", exc)
+        host.stop()
         return 1
-    host.run_until_signalled()
+    stop.wait()
+    host.stop()
     return 0
 
 

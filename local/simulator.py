@@ -224,6 +224,9 @@ class Simulator:
 class Handler(BaseHTTPRequestHandler):
     server: SimulatorServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm on a kept-alive connection the body then
+    # waits for the client's delayed ACK (up to 40 ms on Linux), a latency real servers do not add.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet by default
         if self.server.verbose:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -163,3 +164,124 @@ def test_the_app_fails_at_start_up_naming_a_missing_setting(stack: Stack) -> Non
                             text=True, timeout=60)
     assert result.returncode == 1
     assert "PARTNER_CENTER_AUTH is not set" in result.stderr
+
+
+# --- the language worker: functions run in their own process, as on Azure ------------------------------------
+WORKER_FUNCTION = """
+import json, os, time
+
+def main(item):
+    body = item.get_body().decode()
+    with open(os.environ["RECORDER_FILE"], "a") as record:
+        record.write(json.dumps({"body": body, "pid": os.getpid(), "dequeueCount": item.dequeue_count}) + "\\n")
+    if body == "crash":
+        os._exit(3)  # the worker process dies mid-invocation
+    if body.startswith("fail"):
+        raise RuntimeError("this message always fails")
+    if body.startswith("slow"):
+        time.sleep(3)
+"""
+
+
+def _worker_app(tmp_path: Path, queues: dict[str, Any]) -> None:
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": queues}}))
+    folder = tmp_path / f"worker_{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    (folder / "__init__.py").write_text(textwrap.dedent(WORKER_FUNCTION))
+    (folder / "function.json").write_text(json.dumps({"bindings": [
+        {"name": "item", "type": "queueTrigger", "direction": "in", "queueName": "%RECORDER_QUEUE%"}]}))
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _worker_env(tmp_path: Path, stack: Stack, queue: str) -> dict[str, str]:
+    return {**os.environ, "AzureWebJobsStorage": stack.azurite.connection_string, "RECORDER_QUEUE": queue,
+            "RECORDER_FILE": str(tmp_path / "calls.jsonl")}
+
+
+def test_functions_run_in_a_worker_process_and_failures_come_back_to_the_host(
+    tmp_path: Path, stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    _worker_app(tmp_path, {"messageEncoding": "none", "maxDequeueCount": 2, "visibilityTimeout": "00:00:01"})
+    queue = f"wrk-{uuid.uuid4().hex[:8]}"
+    for body in ("one", "two", "fail me"):
+        stack.queue(queue).send_message(body)
+    host = LocalHost(tmp_path, _worker_env(tmp_path, stack, queue), max_polling_interval=0.1, worker_process=True)
+    host.start()
+    try:
+        assert wait_for(lambda: stack.drain(queue + "-poison"), 30, "the failing message in poison") == ["fail me"]
+        wait_for(lambda: host.invocations == 4, 10, "four invocations")
+        records = _records(tmp_path / "calls.jsonl")
+        assert host.worker is not None and {record["pid"] for record in records} == {host.worker.pid}
+        assert host.worker.pid != os.getpid()
+        assert sorted(record["body"] for record in records) == ["fail me", "fail me", "one", "two"]
+        assert host.failures == 2
+    finally:
+        host.stop()
+    assert stack.peek(queue) == []
+    assert "RuntimeError: this message always fails" in caplog.text  # the worker's traceback, logged by the host
+
+
+def test_a_worker_that_dies_is_replaced_and_its_message_retried_then_poisoned(tmp_path: Path, stack: Stack) -> None:
+    _worker_app(tmp_path, {"messageEncoding": "none", "maxDequeueCount": 2, "visibilityTimeout": "00:00:01",
+                           "batchSize": 1, "newBatchThreshold": 0})
+    queue = f"wrk-{uuid.uuid4().hex[:8]}"
+    stack.queue(queue).send_message("crash")
+    host = LocalHost(tmp_path, _worker_env(tmp_path, stack, queue), max_polling_interval=0.1, worker_process=True)
+    host.start()
+    try:
+        assert wait_for(lambda: stack.drain(queue + "-poison"), 60, "the crashing message in poison") == ["crash"]
+        stack.queue(queue).send_message("after the crashes")
+        wait_for(lambda: any(r["body"] == "after the crashes" for r in _records(tmp_path / "calls.jsonl")), 30,
+                 "the next message, run by a new worker")
+        records = _records(tmp_path / "calls.jsonl")
+        assert [r["dequeueCount"] for r in records if r["body"] == "crash"] == [1, 2]
+        assert len({r["pid"] for r in records}) == 3  # a worker per crash, and the one that runs on
+        assert host.worker is not None and host.worker.starts == 3
+    finally:
+        host.stop()
+
+
+def _host_command(tmp_path: Path) -> list[str]:
+    return [sys.executable, "-m", "local.host", "--app-root", str(tmp_path), "--max-polling-interval", "0.1"]
+
+
+def test_a_killed_host_leaves_no_worker_behind(tmp_path: Path, stack: Stack) -> None:
+    _worker_app(tmp_path, {"messageEncoding": "none"})
+    queue = f"wrk-{uuid.uuid4().hex[:8]}"
+    host = subprocess.Popen(_host_command(tmp_path), cwd=PROJECT_ROOT, env=_worker_env(tmp_path, stack, queue),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        stack.queue(queue).send_message("first")
+        [record] = wait_for(lambda: _records(tmp_path / "calls.jsonl"), 60, "the first invocation")
+        assert record["pid"] != host.pid
+    finally:
+        host.kill()
+        host.wait(10)
+    wait_for(lambda: not Path(f"/proc/{record['pid']}").exists(), 10, "the orphaned worker to exit")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_lets_the_running_function_finish(
+    tmp_path: Path, stack: Stack, signum: signal.Signals
+) -> None:
+    """Ctrl-C, or a service manager stopping the group, reaches the worker too: only the host may stop it."""
+    _worker_app(tmp_path, {"messageEncoding": "none"})
+    queue = f"wrk-{uuid.uuid4().hex[:8]}"
+    env = {**_worker_env(tmp_path, stack, queue), "PYTHONUNBUFFERED": "1"}
+    host = subprocess.Popen(_host_command(tmp_path), cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        stack.queue(queue).send_message("slow one")
+        wait_for(lambda: _records(tmp_path / "calls.jsonl"), 60, "the slow one to start")
+        os.killpg(host.pid, signum)
+        output, _ = host.communicate(timeout=30)
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+    text = output.decode(errors="replace")
+    assert host.returncode == 0, text
+    assert f"Received {signum.name}; stopping" in text and "Succeeded" in text
+    assert stack.peek(queue) == []  # the slow one finished and was deleted

@@ -1,0 +1,64 @@
+"""Handles one large final batch in a fresh interpreter and prints its times, request counts and memory.
+
+    python -m bench.persist_probe <customer> <tracking id> <tracking id of a one-device batch>
+
+Run by bench.run, with the app settings in the environment: the small batch warms the process up (tables
+created, connections open), then the large one is timed from the parsed response to the batch row written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared import status_check
+from shared.app import get_app
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
+    app = get_app()
+    app.status_check.handle(json.dumps({"customerId": customer, "batchTrackingId": small}).encode())
+    timings: dict[str, float] = {}
+
+    def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                timings[name] = time.perf_counter() - started
+
+        return run
+
+    store = app.status_check.store
+    status_check._Run._finalize = timed("finalize", status_check._Run._finalize)  # type: ignore[method-assign]
+    store.write_devices = timed("devices", store.write_devices)  # type: ignore[method-assign]
+    store.write_history = timed("history", store.write_history)  # type: ignore[method-assign]
+    before_bytes, before_counts = _resident_bytes(), app.clients.counter.snapshot()
+    app.status_check.handle(json.dumps({"customerId": customer, "batchTrackingId": tracking}).encode())
+    peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    counts = app.clients.counter.snapshot() - before_counts
+    row = app.clients.table(app.settings.batch_table).get_entity(customer, tracking)
+    return {
+        "outcome": row["outcome"],
+        "device_count": row["deviceCount"],
+        "seconds": timings,
+        "rss_before": before_bytes,
+        "rss_peak": peak_bytes,
+        "transactions": counts["table.transaction"],
+        "history_upserts": counts["table.replace"],
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(*sys.argv[1:4])))

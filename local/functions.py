@@ -1,0 +1,112 @@
+"""Function folders as the Functions host sees them: function.json metadata, then the loaded entry point."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import azure.functions as func
+
+log = logging.getLogger("local.host")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A queue-triggered function folder, from its function.json alone (picklable, nothing imported)."""
+
+    name: str
+    directory: Path
+    module_name: str
+    entry_point: str
+    parameter: str
+    queue_name: str
+    connection: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    spec: FunctionSpec
+    function: Callable[..., Any]
+    wants_context: bool
+
+
+def resolve_setting_expression(value: str, env: Mapping[str, str]) -> str:
+    def lookup(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in env or not env[name]:
+            raise KeyError(f"binding expression %{name}% names an app setting that is not set")
+        return env[name]
+
+    return re.sub(r"%([^%]+)%", lookup, value)
+
+
+def find_functions(app_root: Path, env: Mapping[str, str], only: set[str] | None = None) -> list[FunctionSpec]:
+    specs = []
+    for config_path in sorted(app_root.glob("*/function.json")):
+        if only is not None and config_path.parent.name not in only:
+            continue
+        spec = read_function_json(config_path, env)
+        if spec is not None:
+            specs.append(spec)
+            log.info("Found function %s: queueTrigger on %s", spec.name, spec.queue_name)
+    if not specs:
+        raise RuntimeError(f"no queue-triggered function folders under {app_root}")
+    return specs
+
+
+def read_function_json(config_path: Path, env: Mapping[str, str]) -> FunctionSpec | None:
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    triggers = [b for b in config.get("bindings", []) if b.get("type") == "queueTrigger"]
+    if not triggers:
+        log.warning("%s has no queueTrigger binding; the local host skips it", config_path.parent.name)
+        return None
+    binding = triggers[0]
+    if binding.get("direction") != "in":
+        raise ValueError(f"{config_path}: a queueTrigger binding must have direction 'in'")
+    name = config_path.parent.name
+    script = config.get("scriptFile", "__init__.py")
+    return FunctionSpec(
+        name=name,
+        directory=config_path.parent,
+        module_name=name if script == "__init__.py" else f"{name}.{Path(script).stem}",
+        entry_point=config.get("entryPoint", "main"),
+        parameter=binding["name"],
+        queue_name=resolve_setting_expression(binding["queueName"], env),
+        connection=binding.get("connection") or "AzureWebJobsStorage",
+    )
+
+
+def load_entries(app_root: Path, specs: list[FunctionSpec]) -> dict[str, Entry]:
+    """Import each function's module (fresh) and check its entry point takes the binding's parameter."""
+    if str(app_root) not in sys.path:
+        sys.path.insert(0, str(app_root))
+    entries = {}
+    for spec in specs:
+        for loaded in [key for key in sys.modules if key == spec.name or key.startswith(spec.name + ".")]:
+            del sys.modules[loaded]
+        module = importlib.import_module(spec.module_name)
+        function = getattr(module, spec.entry_point)
+        parameters = inspect.signature(function).parameters
+        if spec.parameter not in parameters:
+            raise ValueError(f"{spec.name}: binding name {spec.parameter!r} is not a parameter of {function.__name__}")
+        entries[spec.name] = Entry(spec, function, "context" in parameters)
+    return entries
+
+
+def invoke(entry: Entry, invocation_id: str, message: Mapping[str, Any]) -> None:
+    """Call the entry point with an azure.functions QueueMessage built from the message's fields."""
+    kwargs: dict[str, Any] = {entry.spec.parameter: func.queue.QueueMessage(**message)}
+    if entry.wants_context:
+        kwargs["context"] = SimpleNamespace(
+            invocation_id=invocation_id, function_name=entry.spec.name, function_directory=str(entry.spec.directory)
+        )
+    entry.function(**kwargs)
