@@ -295,15 +295,15 @@ class LocalHost:
                 with self._lock:
                     self.invocations += 1
                     self.failures += 1
+                in_worker = isinstance(exc, FunctionFailed | WorkerExited)  # the worker's traceback is the text
                 log.error(
-                    "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",
+                    "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)%s",
                     function.name,
                     invocation_id,
                     (time.monotonic() - started) * 1000,
-                    exc_info=None if isinstance(exc, FunctionFailed | WorkerExited) else exc,
+                    f"\n{exc}" if in_worker else "",
+                    exc_info=None if in_worker else exc,
                 )
-                if isinstance(exc, FunctionFailed | WorkerExited):
-                    log.error("%s", exc)
                 if message.dequeue_count >= self.options.max_dequeue_count:
                     self._to_poison(function, clients, message, "function failed maxDequeueCount times")
                 else:

@@ -45,12 +45,13 @@ def main(item, context):
 """
 
 
-def _app(tmp_path: Path, queues: dict[str, Any], sleep: float = 0.0, settings: dict[str, str] | None = None) -> str:
+def _app(tmp_path: Path, queues: dict[str, Any], sleep: float = 0.0, settings: dict[str, str] | None = None,
+         source: str = RECORDING_FUNCTION) -> str:
     name = f"recorder_{uuid.uuid4().hex[:8]}"
     (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": queues}}))
     folder = tmp_path / name
     folder.mkdir()
-    (folder / "__init__.py").write_text(textwrap.dedent(RECORDING_FUNCTION.replace("{sleep}", str(sleep))))
+    (folder / "__init__.py").write_text(textwrap.dedent(source.replace("{sleep}", str(sleep))))
     (folder / "function.json").write_text(json.dumps({"bindings": [
         {"name": "item", "type": "queueTrigger", "direction": "in", "queueName": "%RECORDER_QUEUE%",
          "connection": "AzureWebJobsStorage"}]}))
@@ -183,15 +184,6 @@ def main(item):
 """
 
 
-def _worker_app(tmp_path: Path, queues: dict[str, Any]) -> None:
-    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": queues}}))
-    folder = tmp_path / f"worker_{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
-    (folder / "__init__.py").write_text(textwrap.dedent(WORKER_FUNCTION))
-    (folder / "function.json").write_text(json.dumps({"bindings": [
-        {"name": "item", "type": "queueTrigger", "direction": "in", "queueName": "%RECORDER_QUEUE%"}]}))
-
-
 def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -204,7 +196,8 @@ def _worker_env(tmp_path: Path, stack: Stack, queue: str) -> dict[str, str]:
 def test_functions_run_in_a_worker_process_and_failures_come_back_to_the_host(
     tmp_path: Path, stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _worker_app(tmp_path, {"messageEncoding": "none", "maxDequeueCount": 2, "visibilityTimeout": "00:00:01"})
+    _app(tmp_path, {"messageEncoding": "none", "maxDequeueCount": 2, "visibilityTimeout": "00:00:01"},
+         source=WORKER_FUNCTION)
     queue = f"wrk-{uuid.uuid4().hex[:8]}"
     for body in ("one", "two", "fail me"):
         stack.queue(queue).send_message(body)
@@ -225,8 +218,8 @@ def test_functions_run_in_a_worker_process_and_failures_come_back_to_the_host(
 
 
 def test_a_worker_that_dies_is_replaced_and_its_message_retried_then_poisoned(tmp_path: Path, stack: Stack) -> None:
-    _worker_app(tmp_path, {"messageEncoding": "none", "maxDequeueCount": 2, "visibilityTimeout": "00:00:01",
-                           "batchSize": 1, "newBatchThreshold": 0})
+    _app(tmp_path, {"messageEncoding": "none", "maxDequeueCount": 2, "visibilityTimeout": "00:00:01",
+                           "batchSize": 1, "newBatchThreshold": 0}, source=WORKER_FUNCTION)
     queue = f"wrk-{uuid.uuid4().hex[:8]}"
     stack.queue(queue).send_message("crash")
     host = LocalHost(tmp_path, _worker_env(tmp_path, stack, queue), max_polling_interval=0.1, worker_process=True)
@@ -249,7 +242,7 @@ def _host_command(tmp_path: Path) -> list[str]:
 
 
 def test_a_killed_host_leaves_no_worker_behind(tmp_path: Path, stack: Stack) -> None:
-    _worker_app(tmp_path, {"messageEncoding": "none"})
+    _app(tmp_path, {"messageEncoding": "none"}, source=WORKER_FUNCTION)
     queue = f"wrk-{uuid.uuid4().hex[:8]}"
     host = subprocess.Popen(_host_command(tmp_path), cwd=PROJECT_ROOT, env=_worker_env(tmp_path, stack, queue),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -268,7 +261,7 @@ def test_a_signal_to_the_whole_process_group_lets_the_running_function_finish(
     tmp_path: Path, stack: Stack, signum: signal.Signals
 ) -> None:
     """Ctrl-C, or a service manager stopping the group, reaches the worker too: only the host may stop it."""
-    _worker_app(tmp_path, {"messageEncoding": "none"})
+    _app(tmp_path, {"messageEncoding": "none"}, source=WORKER_FUNCTION)
     queue = f"wrk-{uuid.uuid4().hex[:8]}"
     env = {**_worker_env(tmp_path, stack, queue), "PYTHONUNBUFFERED": "1"}
     host = subprocess.Popen(_host_command(tmp_path), cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
