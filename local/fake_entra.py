@@ -24,6 +24,10 @@ class FakeEntra(BaseAdapter):
         self.token_requests: list[dict[str, list[str]]] = []
         self.identity_requests: list[dict[str, list[str]]] = []
         self.issued = 0
+        # Answers to give before issuing tokens again, one per request to the token or identity endpoint:
+        # "500", "503", "429", "network" (the connection fails), or "<status>:<error>:<description>" for an
+        # OAuth error body such as "401:invalid_client:AADSTS7000215: Invalid client secret provided."
+        self.faults: list[str] = []
 
     def send(
         self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
@@ -37,6 +41,23 @@ class FakeEntra(BaseAdapter):
                 "issuer": f"https://{url.netloc}/{tenant}/v2.0",
                 "device_authorization_endpoint": f"https://{url.netloc}/{tenant}/oauth2/v2.0/devicecode",
             })
+        if url.path.endswith("/discovery/instance"):  # MSAL asks this after an error answer
+            return _json(request, 200, {
+                "tenant_discovery_endpoint":
+                    f"https://{url.netloc}/common/v2.0/.well-known/openid-configuration",
+                "api-version": "1.1",
+                "metadata": [{"preferred_network": url.netloc, "preferred_cache": url.netloc,
+                              "aliases": [url.netloc]}],
+            })
+        if url.path.endswith("/oauth2/v2.0/token") or url.netloc == "managed-identity.local":
+            fault = self._next_fault()
+            if fault == "network":
+                raise requests.ConnectionError("connection refused (fake Entra fault)")
+            if fault:
+                status, _, rest = fault.partition(":")
+                error, _, description = rest.partition(":")
+                document = {"error": error or "server_error", "error_description": description or "fault"}
+                return _json(request, int(status), document)
         if url.path.endswith("/oauth2/v2.0/token"):
             body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
             with self.lock:
@@ -52,6 +73,10 @@ class FakeEntra(BaseAdapter):
                                         "expires_on": int(time.time()) + 3600,
                                         "resource": parse_qs(url.query).get("resource", [""])[0]})
         return _json(request, 404, {"error": "not_found"})
+
+    def _next_fault(self) -> str | None:
+        with self.lock:
+            return self.faults.pop(0) if self.faults else None
 
     def close(self) -> None:
         pass

@@ -8,6 +8,10 @@ Partner Center endpoints (bearer token required):
     GET  /v1/customers/{cid}/batchJobStatus/{tid}             -> BatchUploadDetails
 Control endpoints for tests and demos (no token): POST /_sim/config, /_sim/script, /_sim/device-errors,
 /_sim/registrations, /_sim/tokens; GET /_sim/requests, /_sim/batches.
+Scripted answers for one tracking id (POST /_sim/script {"trackingId": ..., "responses": [...]}), used in order
+before the normal answer: ok, slow:S, 429:S, 500, 502, 503, 504, 401, 403, 404, html, malformed, truncated,
+timeout:S, drip:S (one byte every 0.1 s), big:N (a body of N bytes), gzipbomb:N (gzip inflating to N bytes),
+body:<text> (that exact 200 body).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import gzip
 import json
 import random
 import re
@@ -394,6 +399,29 @@ class Handler(BaseHTTPRequestHandler):
         elif kind == "timeout":
             time.sleep(float(argument or self.sim.config.timeout_seconds))
             self.close_connection = True
+        elif kind == "drip":  # a valid start, then one byte every 0.1 s: no single read ever times out
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for _ in range(int(float(argument or "30") * 10)):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        elif kind == "big":  # a status body padded to the given number of bytes
+            size = int(argument or "1000000")
+            head = b'{"status": "processing", "padding": "'
+            self._send_bytes(200, head + b"x" * max(0, size - len(head) - 2) + b'"}', "application/json")
+        elif kind == "gzipbomb":  # a small gzip body that inflates to the given number of bytes
+            size = int(argument or "100000000")
+            body = gzip.compress(b'{"status": "processing", "padding": "' + b"0" * size + b'"}', compresslevel=9)
+            self._send_bytes(200, body, "application/json", {"Content-Encoding": "gzip"})
+        elif kind == "body":  # the argument is the whole 200 body, e.g. a hand-made BatchUploadDetails
+            self._send_bytes(200, argument.encode("utf-8", "surrogatepass"), "application/json")
         else:
             return False
         return True

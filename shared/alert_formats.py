@@ -21,6 +21,11 @@ OUTCOME_GUIDANCE = {
                  "Location header that the upload returned; the upload may have failed.",
     "access_denied": "Partner Center refused the credentials. Check the PARTNER_CENTER_* settings, the app's consent "
                      "in Partner Center (App management) and its Admin agent role.",
+    "response_too_large": "Partner Center's answer for this batch was over the size cap several times in a row. "
+                          "Raise PARTNER_CENTER_MAX_RESPONSE_BYTES / PARTNER_CENTER_MAX_DECOMPRESSED_BYTES if the "
+                          "batch really is that large, then resubmit it (python -m shared.audit resubmit).",
+    "completed_with_failures": "Partner Center reported errors for this batch without naming a failed device. "
+                               "Check the batch in Partner Center (its device list) before you upload it again.",
 }
 
 

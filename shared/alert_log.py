@@ -6,7 +6,10 @@
 
 A copy of a chunk that finds 'sent' does nothing. One that finds a fresh 'sending' claim (another
 copy is sending right now) waits and looks again. A 'sending' claim older than CLAIM_SECONDS
-belonged to an invocation that crashed, and may be taken over.
+belonged to an invocation that crashed, and may be taken over. Every write after the claim is
+conditional on the claim's etag, so a copy whose claim was taken over never overwrites the row
+(a stale 'retrying' cannot replace 'sent'); the webhook POST's total deadline (webhook.py) keeps
+a live sender well inside its claim.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
 from .storage import StorageClients
 
@@ -29,6 +33,7 @@ class Claim:
     granted: bool
     already_sent: bool = False
     retry_in: float = 0.0
+    etag: str = ""  # of the row as this claim wrote it
 
 
 class AlertLog:
@@ -42,8 +47,8 @@ class AlertLog:
             fields = {"PartitionKey": tracking_id, "RowKey": alert_id, "status": "sending", "claimedAt": now}
             if row is None:
                 try:
-                    self._clients.with_table(self._table, partial(_create, entity=fields))
-                    return Claim(True)
+                    metadata = self._clients.with_table(self._table, partial(_create, entity=fields))
+                    return Claim(True, etag=str(metadata["etag"]))
                 except ResourceExistsError:
                     continue
             if row.get("status") == "sent":
@@ -54,16 +59,21 @@ class AlertLog:
                 if age < CLAIM_SECONDS:
                     return Claim(False, retry_in=CLAIM_SECONDS - age)
             try:
-                self._clients.with_table(self._table, partial(_replace_if_unchanged, entity=fields,
-                                                              etag=row.metadata["etag"]))
-                return Claim(True)
+                metadata = self._clients.with_table(self._table, partial(_merge_if_unchanged, entity=fields,
+                                                                         etag=row.metadata["etag"]))
+                return Claim(True, etag=str(metadata["etag"]))
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
         return Claim(False, retry_in=CLAIM_SECONDS)
 
-    def record(self, tracking_id: str, alert_id: str, fields: dict[str, Any]) -> None:
+    def record(self, tracking_id: str, alert_id: str, fields: dict[str, Any], claim_etag: str) -> bool:
+        """Merge fields into the row this claim holds; False when another copy has claimed it since."""
         entity = {"PartitionKey": tracking_id, "RowKey": alert_id, **fields}
-        self._clients.with_table(self._table, lambda client: client.upsert_entity(entity))
+        try:
+            self._clients.with_table(self._table, partial(_merge_if_unchanged, entity=entity, etag=claim_etag))
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     def _get(self, tracking_id: str, alert_id: str) -> Any:
         def read(client: Any) -> Any:
@@ -75,9 +85,9 @@ class AlertLog:
         return self._clients.with_table(self._table, read)
 
 
-def _create(client: Any, entity: dict[str, Any]) -> None:
-    client.create_entity(entity)
+def _create(client: Any, entity: dict[str, Any]) -> Any:
+    return client.create_entity(entity)
 
 
-def _replace_if_unchanged(client: Any, entity: dict[str, Any], etag: str) -> None:
-    client.update_entity(entity, etag=etag, match_condition=MatchConditions.IfNotModified)
+def _merge_if_unchanged(client: Any, entity: dict[str, Any], etag: str) -> Any:
+    return client.update_entity(entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified)

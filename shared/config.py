@@ -20,8 +20,8 @@ AZURITE_CONNECTION_STRING = (
     "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
-_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
-_QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$")  # leaves room for "-poison"
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")  # used with fullmatch
+_QUEUE_NAME = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,54}[a-z0-9]")  # leaves room for "-poison"
 
 
 class ConfigError(ValueError):
@@ -51,6 +51,9 @@ class PartnerCenterSettings:
     locale: str = "en-US"
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    call_deadline: float = 120.0  # one status call in all: connect, headers and body
+    max_response_bytes: int = 64 * 1024 * 1024  # on the wire
+    max_decompressed_bytes: int = 128 * 1024 * 1024  # once gzip or deflate is undone
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return f"PartnerCenterSettings(base_url={self.base_url!r}, auth={self.auth!r}, scope={self.scope!r})"
@@ -222,6 +225,11 @@ def _partner_center(reader: _Reader) -> PartnerCenterSettings:
         locale=reader.text("PARTNER_CENTER_LOCALE", "en-US"),
         connect_timeout=reader.seconds("PARTNER_CENTER_CONNECT_TIMEOUT_SECONDS", 5, minimum=0.1, maximum=120),
         read_timeout=reader.seconds("PARTNER_CENTER_READ_TIMEOUT_SECONDS", 30, minimum=0.1, maximum=300),
+        call_deadline=reader.seconds("PARTNER_CENTER_CALL_DEADLINE_SECONDS", 120, minimum=1, maximum=300),
+        max_response_bytes=int(reader.seconds("PARTNER_CENTER_MAX_RESPONSE_BYTES", 64 * 1024 * 1024,
+                                              minimum=1024, maximum=1024**3)),
+        max_decompressed_bytes=int(reader.seconds("PARTNER_CENTER_MAX_DECOMPRESSED_BYTES", 128 * 1024 * 1024,
+                                                  minimum=1024, maximum=1024**3)),
     )
 
 
@@ -251,7 +259,7 @@ class _Reader:
 
     def queue(self, name: str, default: str) -> str:
         value = self.text(name, default)
-        if not _QUEUE_NAME.match(value):
+        if not _QUEUE_NAME.fullmatch(value):
             raise ConfigError(
                 f"{name} must be a queue name of 3-56 lowercase letters, digits and single hyphens, got {value!r}"
             )
@@ -259,6 +267,6 @@ class _Reader:
 
     def table(self, name: str, default: str) -> str:
         value = self.text(name, default)
-        if not _TABLE_NAME.match(value) or value.lower() == "tables":
+        if not _TABLE_NAME.fullmatch(value) or value.lower() == "tables":
             raise ConfigError(f"{name} must be a table name of 3-63 letters and digits, got {value!r}")
         return value

@@ -1,48 +1,42 @@
-"""notify_failures: one failure-queue chunk in, one alert out, sent once and never lost."""
+"""notify_failures: one failure chunk in, one alert out, sent once and never lost."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .alert_formats import code_counts, render
-from .alert_log import AlertLog
+from .alert_log import AlertLog, Claim
 from .config import Settings
+from .failure_chunks import BadChunkError, FailureChunk
 from .log import ContextLogger, context_logger
 from .poison import poison_queue_name, send_to_poison
 from .storage import StorageClients, queue_delay
 from .webhook import Delivered, Rejected, RetryLater, WebhookSender
 
-ALERT_TYPES = ("device_failures", "batch_outcome")
-DELIVERY_KEY = "_delivery"
+# A receiver's Retry-After is honoured up to a day; past that the chunk still comes back daily.
+MAX_HONOURED_RETRY_AFTER_SECONDS = 86_400.0
 
 
-class BadChunkError(ValueError):
-    pass
+@dataclass(frozen=True)
+class _Sending:
+    """One claimed attempt to send a chunk: every AlertLog write after the claim is conditional on its etag."""
 
+    chunk: FailureChunk
+    claim: Claim
+    log: ContextLogger
 
-def parse_chunk(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadChunkError(f"failure chunk is not UTF-8 JSON: {str(exc)[:200]}") from exc
-    if not isinstance(document, dict):
-        raise BadChunkError("failure chunk is not a JSON object")
-    if document.get("type") not in ALERT_TYPES:
-        raise BadChunkError(f"failure chunk type must be one of {', '.join(ALERT_TYPES)}")
-    for name in ("alertId", "customerId", "batchTrackingId", "outcome"):
-        if not isinstance(document.get(name), str) or not document[name]:
-            raise BadChunkError(f"failure chunk has no {name}")
-    devices = document.get("devices")
-    if not isinstance(devices, list) or not all(isinstance(device, dict) for device in devices):
-        raise BadChunkError("failure chunk has no devices list")
-    for name in ("chunk", "chunks"):
-        if not isinstance(document.get(name), int):
-            raise BadChunkError(f"failure chunk has no {name} number")
-    return document
+    def record_fields(self, alert_format: str) -> dict[str, Any]:
+        chunk = self.chunk
+        return {
+            "type": chunk.type, "outcome": chunk.outcome, "customerId": chunk.customer_id, "chunk": chunk.chunk,
+            "chunks": chunk.chunks, "deviceCount": len(chunk.devices), "format": alert_format,
+            "attempts": chunk.delivery_attempt + 1, "correlationId": chunk.correlation_id or "",
+        }
 
 
 class FailureNotifier:
@@ -62,86 +56,85 @@ class FailureNotifier:
 
     def handle(self, body: bytes, message_id: str = "") -> None:
         try:
-            chunk = parse_chunk(body)
+            chunk = FailureChunk.from_json(body)
         except BadChunkError as exc:
             self._poison(body.decode("utf-8", "replace"), str(exc))
             logging.getLogger("batchwatch.notify_failures").warning(
                 "rejected a bad failure chunk: %s [messageId=%s]", exc, message_id)
             return
-        delivery = chunk.pop(DELIVERY_KEY, None)
-        attempt = int(delivery.get("attempt", 0)) if isinstance(delivery, dict) else 0
-        log = context_logger("batchwatch.notify_failures", correlationId=chunk.get("correlationId"),
-                             batchTrackingId=chunk["batchTrackingId"], alertId=chunk["alertId"])
-        now = self.clock()
-        claim = self.alert_log.claim(chunk["batchTrackingId"], chunk["alertId"], now)
+        log = context_logger("batchwatch.notify_failures", correlationId=chunk.correlation_id,
+                             batchTrackingId=chunk.batch_tracking_id, alertId=chunk.alert_id, messageId=message_id)
+        claim = self.alert_log.claim(chunk.batch_tracking_id, chunk.alert_id, self.clock())
         if claim.already_sent:
             log.info("alert already sent; duplicate chunk ignored")
             return
         if not claim.granted:
             log.info("another copy of this alert is being sent; looking again in %.0f s", claim.retry_in)
-            self._requeue(chunk, attempt, claim.retry_in)
+            self._requeue(chunk, claim.retry_in)
             return
-        record: dict[str, Any] = {
-            "type": chunk["type"], "outcome": chunk["outcome"], "customerId": chunk["customerId"],
-            "chunk": chunk["chunk"], "chunks": chunk["chunks"], "deviceCount": len(chunk["devices"]),
-            "format": self.settings.alert_webhook_format, "attempts": attempt + 1,
-            "correlationId": chunk.get("correlationId") or "",
-        }
+        sending = _Sending(chunk, claim, log)
         if self.sender is None:
             self._log_only(chunk, log)
-            self.alert_log.record(chunk["batchTrackingId"], chunk["alertId"],
-                                  {**record, "status": "sent", "sentAt": now, "webhookHost": "log"})
+            self._record(sending, {"status": "sent", "sentAt": self.clock(), "webhookHost": "log"})
             return
-        payload = render(chunk, self.settings.alert_webhook_format)
-        result = self.sender.send(payload, chunk["alertId"])
+        payload = render(chunk.document(), self.settings.alert_webhook_format)
+        result = self.sender.send(payload, chunk.alert_id)
         if isinstance(result, Delivered):
-            self.alert_log.record(chunk["batchTrackingId"], chunk["alertId"], {
-                **record, "status": "sent", "sentAt": self.clock(), "webhookHost": self.sender.host,
-                "httpStatus": result.status_code, "payloadBytes": len(json.dumps(payload).encode()),
-            })
-            log.info("alert %s sent to %s (chunk %s of %s, %d devices)", chunk["outcome"], self.sender.host,
-                     chunk["chunk"], chunk["chunks"], len(chunk["devices"]))
+            self._record(sending, {"status": "sent", "sentAt": self.clock(), "webhookHost": self.sender.host,
+                                   "httpStatus": result.status_code,
+                                   "payloadBytes": len(json.dumps(payload).encode())})
+            log.info("alert %s sent to %s (chunk %s of %s, %d devices)", chunk.outcome, self.sender.host,
+                     chunk.chunk, chunk.chunks, len(chunk.devices))
         elif isinstance(result, RetryLater):
-            self._retry(chunk, attempt, result, record, log)
+            self._retry(sending, result)
         elif isinstance(result, Rejected):
-            self.alert_log.record(chunk["batchTrackingId"], chunk["alertId"],
-                                  {**record, "status": "rejected", "lastError": result.reason})
-            self._poison(json.dumps(chunk), result.reason)
+            self._record(sending, {"status": "rejected", "lastError": result.reason})
+            self._poison(chunk.to_json(), result.reason)
             log.error("alert refused: %s; the chunk is in %s", result.reason,
                       poison_queue_name(self.settings.failure_queue))
 
-    def _retry(self, chunk: dict[str, Any], attempt: int, result: RetryLater, record: dict[str, Any],
-               log: ContextLogger) -> None:
-        attempts = attempt + 1
+    def _retry(self, sending: _Sending, result: RetryLater) -> None:
+        chunk, log = sending.chunk, sending.log
+        attempts = chunk.delivery_attempt + 1
         if attempts >= self.settings.alert_max_attempts:
             reason = f"webhook delivery gave up after {attempts} attempts: {result.reason}"
-            self.alert_log.record(chunk["batchTrackingId"], chunk["alertId"],
-                                  {**record, "status": "failed", "lastError": reason})
-            self._poison(json.dumps(chunk), reason)
+            self._record(sending, {"status": "failed", "lastError": reason})
+            self._poison(chunk.to_json(), reason)
             log.error("%s; the chunk is in %s", reason, poison_queue_name(self.settings.failure_queue))
             return
         backoff = min(self.settings.alert_retry_max_delay,
-                      self.settings.alert_retry_initial_delay * 2.0 ** min(attempt, 30))
-        delay = max(backoff, result.retry_after or 0.0)
-        self.alert_log.record(chunk["batchTrackingId"], chunk["alertId"],
-                              {**record, "status": "retrying", "lastError": result.reason})
-        self._requeue(chunk, attempts, delay)
+                      self.settings.alert_retry_initial_delay * 2.0 ** min(chunk.delivery_attempt, 30))
+        delay = max(backoff, min(result.retry_after or 0.0, MAX_HONOURED_RETRY_AFTER_SECONDS))
+        if not self._record(sending, {"status": "retrying", "lastError": result.reason}):
+            return  # another copy holds the claim now and will finish this alert
+        self._requeue(chunk.next_delivery(), delay)
         log.warning("%s; alert requeued, attempt %d of %d in %.0f s", result.reason, attempts + 1,
                     self.settings.alert_max_attempts, delay)
 
-    def _requeue(self, chunk: dict[str, Any], attempt: int, delay: float) -> None:
-        message = json.dumps({**chunk, DELIVERY_KEY: {"attempt": attempt}}, separators=(",", ":"))
-        self.clients.send(self.settings.failure_queue, message, visibility_timeout=queue_delay(delay))
+    def _record(self, sending: _Sending, fields: dict[str, Any]) -> bool:
+        """Write the outcome of this attempt, unless another copy took the claim over meanwhile."""
+        chunk = sending.chunk
+        written = self.alert_log.record(chunk.batch_tracking_id, chunk.alert_id,
+                                        {**sending.record_fields(self.settings.alert_webhook_format), **fields},
+                                        sending.claim.etag)
+        if not written:
+            sending.log.warning("the AlertLog claim was taken over by another copy; status %s not written",
+                                fields["status"])
+        return written
+
+    def _requeue(self, chunk: FailureChunk, delay: float) -> None:
+        self.clients.send(self.settings.failure_queue, chunk.to_json(), visibility_timeout=queue_delay(delay))
 
     def _poison(self, original: str, reason: str) -> None:
         send_to_poison(self.clients, self.settings.failure_queue, original, reason, self.clock())
 
     @staticmethod
-    def _log_only(chunk: dict[str, Any], log: ContextLogger) -> None:
-        by_code = ", ".join(f"{count.label}: {count.count}" for count in code_counts(chunk["devices"])) or "none"
+    def _log_only(chunk: FailureChunk, log: ContextLogger) -> None:
+        devices = list(chunk.devices)
+        by_code = ", ".join(f"{count.label}: {count.count}" for count in code_counts(devices)) or "none"
         log.warning(
-            "ALERT %s for customer %s, batch %s (chunk %s of %s): %d failed devices by code: %s "
+            "ALERT %s for customer %s, batch %s (chunk %s of %s): %d failed devices by code: %s%s "
             "(ALERT_WEBHOOK_URL is not set, so alerts only go to the log)",
-            chunk["outcome"], chunk["customerId"], chunk["batchTrackingId"], chunk["chunk"], chunk["chunks"],
-            len(chunk["devices"]), by_code,
+            chunk.outcome, chunk.customer_id, chunk.batch_tracking_id, chunk.chunk, chunk.chunks, len(devices),
+            by_code, f"; reason: {chunk.reason}" if chunk.reason else "",
         )

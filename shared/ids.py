@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, urlsplit
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Matched with fullmatch everywhere: "$" would also match before a final newline.
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _LOCATION_PATH = re.compile(
-    r"^/*(?:v1/+)?customers/+(?P<customer>[^/]+)/+batchJobStatus/+(?P<tracking>[^/]+)/*$",
+    r"/*(?:v1/+)?customers/+(?P<customer>[^/]+)/+batchJobStatus/+(?P<tracking>[^/]+)/*",
     re.IGNORECASE,
 )
 MAX_LOCATION_LENGTH = 2048
@@ -21,7 +22,7 @@ def normalize_guid(value: object, field: str) -> str:
     """Return the GUID in lowercase, or raise InvalidIdError naming the field."""
     if not isinstance(value, str):
         raise InvalidIdError(f"{field} must be a GUID string, got {type(value).__name__}")
-    if not _GUID.match(value):
+    if not _GUID.fullmatch(value):
         raise InvalidIdError(f"{field} is not a GUID: {_preview(value)}")
     return value.lower()
 
@@ -34,7 +35,7 @@ def parse_location(location: object) -> tuple[str, str]:
         raise InvalidIdError(f"location is longer than {MAX_LOCATION_LENGTH} characters")
     text = location.strip()
     path = urlsplit(text).path if "://" in text else text.split("?", 1)[0]
-    match = _LOCATION_PATH.match(path)
+    match = _LOCATION_PATH.fullmatch(path)
     if not match:
         raise InvalidIdError(
             "location is not of the form /customers/{customer-id}/batchJobStatus/{batchtracking-id}: "

@@ -14,7 +14,9 @@ from .ids import InvalidIdError, normalize_guid, parse_location
 
 STATE_KEY = "_batchwatch"
 MAX_SOURCE_LENGTH = 256
-_BASE64 = re.compile(r"^[A-Za-z0-9+/\r\n]+={0,2}$")  # encoders may wrap lines, never add spaces
+_TOKEN = re.compile(r"[0-9a-f]{1,64}")  # chain tokens are uuid4().hex
+_ETAG = re.compile(r"[\x20-\x7e]{1,256}")  # sent in If-Match: printable ASCII, no CR or LF
+_BASE64 = re.compile(r"[A-Za-z0-9+/\r\n]+={0,2}")  # encoders may wrap lines, never add spaces
 
 
 class BadMessageError(ValueError):
@@ -62,13 +64,13 @@ class ChainState:
             if first_seen.tzinfo is None:
                 raise ValueError("firstSeenAt has no time zone")
             state = cls(
-                token=_bounded_text(data["token"], "token", 64),
+                token=_token(data["token"], "token"),
                 first_seen_at=first_seen,
                 attempt=_count(data.get("attempt", 0), "attempt"),
                 errors=_count(data.get("errors", 0), "errors"),
                 auth_failures=_count(data.get("authFailures", 0), "authFailures"),
-                etag=_optional_text(data.get("etag"), "etag", 256),
-                watch=_optional_text(data.get("watch"), "watch", 64),
+                etag=_etag(data.get("etag")),
+                watch=None if data.get("watch") is None else _token(data["watch"], "watch"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, BadMessageError):
@@ -108,7 +110,7 @@ def decode_message_text(body: bytes) -> str:
     stripped = text.strip()
     if not stripped:
         raise BadMessageError("message is empty")
-    if stripped.startswith("{") or not _BASE64.match(stripped):
+    if stripped.startswith("{") or not _BASE64.fullmatch(stripped):
         return text
     try:
         decoded = base64.b64decode("".join(stripped.split()), validate=True)
@@ -185,6 +187,20 @@ def _bounded_text(value: Any, field: str, limit: int) -> str:
         raise BadMessageError(f"{field} must be a string, got {type(value).__name__}")
     if len(value) > limit:
         raise BadMessageError(f"{field} is {len(value)} characters long; at most {limit} are allowed")
+    return value
+
+
+def _token(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise BadMessageError(f"{field} must be a chain token of lowercase hex digits")
+    return value
+
+
+def _etag(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ETAG.fullmatch(value):
+        raise BadMessageError("etag must be printable ASCII of at most 256 characters")
     return value
 
 

@@ -27,6 +27,7 @@ class Outcome(StrEnum):
     TIMED_OUT = "timed_out"
     NOT_FOUND = "not_found"
     ACCESS_DENIED = "access_denied"
+    RESPONSE_TOO_LARGE = "response_too_large"
 
 
 @dataclass(frozen=True)

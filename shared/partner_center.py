@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import requests
 
-from .auth import TokenSource
+from .auth import TokenSource, classify_token_failure
 from .config import PartnerCenterSettings
-from .http import pooled_session
+from .http import DeadlineExceeded, ResponseTooLarge, call_deadline, pooled_session, read_capped
 from .ids import normalize_guid
-from .policy import Denied, NotFound, PollResult, StatusReceived, Throttled, Transient
+from .policy import Denied, NotFound, PollResult, StatusReceived, Throttled, TooLarge, Transient
 from .status_parser import MalformedStatusError, parse_batch_status
 
 log = logging.getLogger("batchwatch.partner_center")
@@ -44,12 +45,12 @@ class PartnerCenterClient:
         return f"{self._settings.base_url}/v1/customers/{customer}/batchJobStatus/{tracking}"
 
     def get_batch_status(self, customer_id: str, batch_tracking_id: str, correlation_id: str) -> PollResult:
-        """One poll: a short in-process retry of transient faults, never a long sleep."""
+        """One poll: a short in-process retry of quick transient faults, never a long sleep."""
         url = self.status_url(customer_id, batch_tracking_id)
         result: PollResult = Transient("not attempted")
         for pause in (*self._retry_delays, None):
             result = self._get(url, batch_tracking_id, correlation_id)
-            if not isinstance(result, Transient) or pause is None:
+            if not isinstance(result, Transient) or not result.retry_now or pause is None:
                 return result
             log.info("transient Partner Center fault (%s); retrying in %.1f s [correlationId=%s]",
                      result.reason, pause, correlation_id)
@@ -61,33 +62,44 @@ class PartnerCenterClient:
         while True:
             try:
                 token = self._tokens.refresh() if refreshed else self._tokens.token()
-            except Exception as exc:  # azure-identity raises several types; classify by name
-                return _token_failure(exc)
-            response = self._send(url, token, correlation_id)
-            if isinstance(response, Transient):
-                return response
-            if response.status_code == 401 and not refreshed:
+            except Exception as exc:  # azure-identity raises several types; classify_token_failure sorts them
+                self._tokens.discard()
+                return _token_failure(exc, correlation_id)
+            answer = self._send(url, token, correlation_id)
+            if not isinstance(answer, _Answer):
+                return answer
+            if answer.status_code == 401 and not refreshed:
                 log.info("401 from Partner Center; fetching a new token once [correlationId=%s]", correlation_id)
                 refreshed = True
                 continue
-            return self._classify(response, batch_tracking_id, correlation_id)
+            return self._classify(answer, batch_tracking_id, correlation_id)
 
-    def _send(self, url: str, token: str, correlation_id: str) -> requests.Response | Transient:
+    def _send(self, url: str, token: str, correlation_id: str) -> _Answer | Transient | TooLarge:
+        """GET within the call deadline, the body read under the size caps."""
+        settings = self._settings
         headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "MS-RequestId": str(uuid.uuid4()),
             "MS-CorrelationId": correlation_id,
-            "X-Locale": self._settings.locale,
+            "X-Locale": settings.locale,
         }
         self.request_count += 1
         try:
-            return self._session.get(
-                url,
-                headers=headers,
-                timeout=(self._settings.connect_timeout, self._settings.read_timeout),
-                allow_redirects=False,
-            )
+            with call_deadline(settings.call_deadline):
+                response = self._session.get(url, headers=headers, stream=True, allow_redirects=False,
+                                             timeout=(settings.connect_timeout, settings.read_timeout))
+                with response:
+                    body = b""
+                    if response.status_code == 200:
+                        body = read_capped(response, settings.max_response_bytes, settings.max_decompressed_bytes)
+                    return _Answer(response.status_code, response.headers, body)
+        except ResponseTooLarge as exc:
+            log.warning("Partner Center's answer was too large: %s [correlationId=%s]", exc, correlation_id)
+            return TooLarge(f"answer too large: {exc}")
+        except DeadlineExceeded:
+            return Transient(f"no complete answer within PARTNER_CENTER_CALL_DEADLINE_SECONDS "
+                             f"({settings.call_deadline:g} s)", retry_now=False)
         except requests.Timeout:
             return Transient("timeout")
         except requests.ConnectionError as exc:
@@ -95,15 +107,13 @@ class PartnerCenterClient:
         except requests.RequestException as exc:
             return Transient(f"request failed: {type(exc).__name__}")
 
-    def _classify(self, response: requests.Response, batch_tracking_id: str, correlation_id: str) -> PollResult:
-        code = response.status_code
+    def _classify(self, answer: _Answer, batch_tracking_id: str, correlation_id: str) -> PollResult:
+        code = answer.status_code
         if code == 200:
             try:
-                batch = parse_batch_status(response.content)
+                batch = parse_batch_status(answer.body)
             except MalformedStatusError as exc:
                 return Transient(f"malformed status body: {exc}")
-            except requests.RequestException as exc:  # body cut off while reading
-                return Transient(f"truncated body: {type(exc).__name__}")
             if batch.batch_tracking_id not in (None, batch_tracking_id):
                 return Transient(f"status body is for another batch ({batch.batch_tracking_id})")
             return StatusReceived(batch)
@@ -111,15 +121,24 @@ class PartnerCenterClient:
             return NotFound()
         if code in (401, 403):
             log.warning("Partner Center answered %d (MS-RequestId %s) [correlationId=%s]",
-                        code, response.headers.get("MS-RequestId"), correlation_id)
-            return Denied(code)
+                        code, answer.headers.get("MS-RequestId"), correlation_id)
+            return Denied(code, f"Partner Center answered {code}")
         if code == 429:
-            return Throttled(parse_retry_after(response.headers.get("Retry-After")))
+            return Throttled(parse_retry_after(answer.headers.get("Retry-After")))
         if code >= 500:
             return Transient(f"HTTP {code}")
         log.warning("unexpected HTTP %d from Partner Center (MS-RequestId %s) [correlationId=%s]",
-                    code, response.headers.get("MS-RequestId"), correlation_id)
+                    code, answer.headers.get("MS-RequestId"), correlation_id)
         return Transient(f"HTTP {code}")
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A complete HTTP answer from Partner Center (the body is read only for a 200)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -142,9 +161,13 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, min(seconds, 7 * 24 * 3600.0))
 
 
-def _token_failure(exc: Exception) -> PollResult:
-    """A refused credential is an access problem; anything else (network, Entra outage) is transient."""
-    if type(exc).__name__ in ("ClientAuthenticationError", "CredentialUnavailableError"):
-        log.warning("could not get a Partner Center token: %s", type(exc).__name__)
-        return Denied(401)
-    return Transient(f"token request failed: {type(exc).__name__}")
+def _token_failure(exc: Exception, correlation_id: str) -> PollResult:
+    """Entra refusing the credential for good counts toward access_denied; an identity outage is transient."""
+    failure = classify_token_failure(exc)
+    if failure.permanent:
+        log.warning("could not get a Partner Center token, permanently: %s; this counts toward access_denied "
+                    "[correlationId=%s]", failure.reason, correlation_id)
+        return Denied(401, failure.reason)
+    log.warning("could not get a Partner Center token, transient: %s; polling again later [correlationId=%s]",
+                failure.reason, correlation_id)
+    return Transient(f"token request failed: {failure.reason}", retry_now=False)

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from .failure_chunks import MESSAGE_BUDGET_BYTES, encoded_size
+from .failure_chunks import MESSAGE_BUDGET_BYTES, encoded_size, fitting_prefix
 from .storage import NEVER_EXPIRES, StorageClients
 
 POISON_SUFFIX = "-poison"
@@ -35,26 +35,15 @@ def poison_envelopes(original: str, reason: str, rejected_at: datetime) -> list[
     rejection_id = str(uuid.uuid4())
     pieces: list[str] = []
     rest = original
-    overhead = encoded_size(_render({**base, "rejectionId": rejection_id, "part": 999, "parts": 999, "original": ""}))
+    widest = {**base, "rejectionId": rejection_id, "part": 999_999, "parts": 999_999, "original": ""}
+    overhead = encoded_size(_render(widest))
     while rest:
-        pieces.append(rest[: _fitting_prefix(rest, MESSAGE_BUDGET_BYTES - overhead)])
+        pieces.append(rest[: fitting_prefix(rest, MESSAGE_BUDGET_BYTES - overhead)])
         rest = rest[len(pieces[-1]) :]
     return [
         _render({**base, "rejectionId": rejection_id, "part": index, "parts": len(pieces), "original": piece})
         for index, piece in enumerate(pieces, start=1)
     ]
-
-
-def _fitting_prefix(text: str, budget: int) -> int:
-    """The longest prefix length whose JSON string encoding fits the budget (at least 1)."""
-    low, high = 1, len(text)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if encoded_size(json.dumps(text[:middle])) <= budget:
-            low = middle
-        else:
-            high = middle - 1
-    return low
 
 
 def _render(document: dict[str, Any]) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from .models import BatchStatus, Outcome
+from .models import BatchStatus, Outcome, UploadStatus
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class PollingPolicy:
     backoff_factor: float = 0.18
     jitter: float = 0.1
     auth_failure_limit: int = 3
+    # Answers over the size caps in a row before the batch ends response_too_large.
+    too_large_limit: int = 3
 
 
 # Results of one poll, as classified by the Partner Center client.
@@ -41,14 +43,25 @@ class Throttled:
 @dataclass(frozen=True)
 class Transient:
     reason: str
+    retry_now: bool = field(default=True, compare=False)  # worth a short in-process retry before requeueing
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    """The answer was over a size cap (PARTNER_CENTER_MAX_RESPONSE_BYTES / _MAX_DECOMPRESSED_BYTES)."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
 class Denied:
+    """Partner Center refused the token (401/403 after one refresh), or Entra refused it for good."""
+
     status_code: int
+    reason: str = field(default="", compare=False)
 
 
-PollResult = StatusReceived | NotFound | Throttled | Transient | Denied
+PollResult = StatusReceived | NotFound | Throttled | Transient | TooLarge | Denied
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class Requeue:
     reason: str
     errors: int = 0
     auth_failures: int = 0
+    too_large: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,8 +83,11 @@ Decision = Requeue | Finalize
 
 
 def final_outcome(batch: BatchStatus) -> Outcome:
-    """A final batch with any failed device is completed_with_failures, whatever its own status says."""
-    return Outcome.COMPLETED_WITH_FAILURES if batch.failed_devices else Outcome.COMPLETED
+    """completed_with_failures when any device failed, whatever the batch's own status says, and when the
+    batch says finished_with_errors even if no listed device failed (a batch-level error is never dropped)."""
+    if batch.failed_devices or batch.status == UploadStatus.FINISHED_WITH_ERRORS:
+        return Outcome.COMPLETED_WITH_FAILURES
+    return Outcome.COMPLETED
 
 
 def decide(
@@ -80,14 +97,19 @@ def decide(
     auth_failures: int,
     policy: PollingPolicy,
     rng: random.Random,
+    too_large: int = 0,
 ) -> Decision:
-    """Decide after one poll. elapsed: seconds since the batch was first seen."""
+    """Decide after one poll. elapsed: seconds since the batch was first seen; errors, auth_failures and
+    too_large: the chain's consecutive transient faults, refusals and oversized answers so far."""
     if isinstance(result, StatusReceived) and result.batch.is_final:
         return Finalize(final_outcome(result.batch), f"batch status {result.batch.status}")
     if isinstance(result, Denied):
         denied = auth_failures + 1
         if denied >= policy.auth_failure_limit:
-            return Finalize(Outcome.ACCESS_DENIED, f"HTTP {result.status_code} on {denied} polls in a row")
+            detail = f": {result.reason}" if result.reason else ""
+            return Finalize(Outcome.ACCESS_DENIED, f"HTTP {result.status_code} on {denied} polls in a row{detail}")
+    if isinstance(result, TooLarge) and too_large + 1 >= policy.too_large_limit:
+        return Finalize(Outcome.RESPONSE_TOO_LARGE, f"{result.reason} on {too_large + 1} polls in a row")
     if isinstance(result, NotFound) and elapsed >= policy.not_found_grace:
         return Finalize(Outcome.NOT_FOUND, f"404 {elapsed:.0f} s after first seen")
     if elapsed >= policy.deadline:
@@ -107,7 +129,11 @@ def decide(
             elapsed, policy, rng, floor=retry_after,
         )
     if isinstance(result, Denied):
-        return _requeue(delay, f"HTTP {result.status_code}", errors, auth_failures + 1, elapsed, policy, rng)
+        reason = f"HTTP {result.status_code}" + (f": {result.reason}" if result.reason else "")
+        return _requeue(delay, reason, errors, auth_failures + 1, elapsed, policy, rng)
+    if isinstance(result, TooLarge):
+        return replace(_requeue(delay, result.reason, failures, auth_failures, elapsed, policy, rng),
+                       too_large=too_large + 1)
     return _requeue(delay, result.reason, failures, auth_failures, elapsed, policy, rng)
 
 

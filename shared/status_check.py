@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import Settings
-from .failure_chunks import BatchContext, batch_outcome_message, failure_chunks
+from .failure_chunks import BatchContext, batch_outcome_chunk, failure_chunks
 from .log import ContextLogger, context_logger
 from .messages import BadMessageError, ChainState, StatusRequest, parse_status_request
 from .models import Outcome
@@ -250,10 +250,10 @@ class _Run:
             except RowChangedError:
                 self._resolve(self.store.get_batch(self.customer_id, self.tracking_id), replace(state, etag=None))
                 return
-            messages = [batch_outcome_message(context, decision.reason)]
+            messages = [batch_outcome_chunk(context, decision.reason)]
             self.log.warning("final: %s (%s)", decision.outcome.value, decision.reason)
         for message in messages:
-            self.check.clients.send(self.settings.failure_queue, message)
+            self.check.clients.send(self.settings.failure_queue, message.to_json())
         self.store.update_batch(self.customer_id, self.tracking_id, fields, None)
 
     def _requeue(self, state: ChainState, delay: float) -> None:

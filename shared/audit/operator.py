@@ -15,7 +15,7 @@ from ..results_store import ResultsStore, RowChangedError
 from ..storage import StorageClients
 from .queries import AuditQueries, Row
 
-RESUBMITTABLE = ("timed_out", "not_found", "access_denied")
+RESUBMITTABLE = ("timed_out", "not_found", "access_denied", "response_too_large")
 RECEIVE_LEASE_SECONDS = 60
 
 

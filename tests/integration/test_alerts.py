@@ -29,7 +29,7 @@ def _chunk(tracking: str | None = None, devices: int = 2) -> str:
     failed = tuple(DeviceStatus(f"SN-{i}", f"PK-{i}", None, "finished_with_errors", "808",
                                 "ZtdDeviceAssignedToOtherTenant") for i in range(devices))
     [chunk] = failure_chunks(context, failed)
-    return chunk
+    return chunk.to_json()
 
 
 def _send_chunk(stack: Stack, chunk: str) -> None:

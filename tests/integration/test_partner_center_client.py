@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
+from functools import partial
 
 import pytest
 import requests
@@ -14,7 +17,7 @@ from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_i
 from shared.auth import SIMULATOR_TOKEN, TokenSource, build_credential
 from shared.config import PartnerCenterSettings
 from shared.partner_center import PartnerCenterClient, parse_retry_after
-from shared.policy import Denied, NotFound, StatusReceived, Throttled, Transient
+from shared.policy import Denied, NotFound, StatusReceived, Throttled, TooLarge, Transient
 
 CUSTOMER = "47021739-3426-40bf-9601-61b4b6d7c793"
 
@@ -211,3 +214,89 @@ def test_devices_appended_to_an_existing_batch_get_their_own_tracking_id(sim: Si
     unauthorised = requests.post(f"{sim.url}/v1/customers/{CUSTOMER}/deviceBatches", json={"devices": []},
                                  timeout=5)
     assert unauthorised.status_code == 401
+
+
+def _limited_client(sim: SimulatorServer, **limits: float) -> PartnerCenterClient:
+    settings = replace(_settings(sim), **limits)
+    return PartnerCenterClient(settings, TokenSource(lambda: build_credential(settings), settings.scope),
+                               sleep=lambda _: None)
+
+
+@pytest.mark.parametrize(("fault", "reason"), [
+    ("big:300000", "body of 300000 bytes is over the cap of 100000 bytes"),
+    ("gzipbomb:20000000", "decompressed to over 1000000 bytes"),
+])
+def test_an_answer_over_a_size_cap_is_too_large_not_a_crash(sim: SimulatorServer, fault: str, reason: str) -> None:
+    tracking = _upload(sim)
+    _script(sim, tracking, fault)
+    client = _limited_client(sim, max_response_bytes=100_000, max_decompressed_bytes=1_000_000)
+    result = client.get_batch_status(CUSTOMER, tracking, "c")
+    assert isinstance(result, TooLarge) and reason in result.reason
+    assert isinstance(client.get_batch_status(CUSTOMER, tracking, "c"), StatusReceived)  # the next poll is normal
+
+
+def test_a_slow_drip_ends_at_the_call_deadline_without_an_in_process_retry(sim: SimulatorServer) -> None:
+    tracking = _upload(sim)
+    _script(sim, tracking, "drip:20", "drip:20")
+    client = _limited_client(sim, call_deadline=1.0, read_timeout=5.0)
+    started = time.monotonic()
+    result = client.get_batch_status(CUSTOMER, tracking, "c")
+    assert isinstance(result, Transient) and "PARTNER_CENTER_CALL_DEADLINE_SECONDS (1 s)" in result.reason
+    assert time.monotonic() - started < 10  # the drip lasts 20 s and never trips the 5 s read timeout
+    assert client.request_count == 1
+
+
+def _secret_client(sim: SimulatorServer, entra: FakeEntra) -> PartnerCenterClient:
+    settings = PartnerCenterSettings(base_url=sim.url, scope="https://api.partnercenter.microsoft.com/.default",
+                                     auth="client_secret", tenant_id="contoso.onmicrosoft.com", client_id="app-id",
+                                     client_secret="secret-value-123")
+    sim.simulator.tokens = {f"entra-token-{n}" for n in range(1, 10)}
+    # retry_total=0: azure-core's own retries (about 5 s of backoff) are not what these tests are about
+    credential = partial(build_credential, settings, transport=entra.transport(), retry_total=0)
+    return PartnerCenterClient(settings, TokenSource(credential, settings.scope), sleep=lambda _: None)
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "429", "network"])
+def test_an_entra_outage_is_transient_not_a_denial(sim: SimulatorServer, fault: str) -> None:
+    tracking = _upload(sim)
+    entra = FakeEntra()
+    entra.faults = [fault] * 20  # more than azure-identity's own retries
+    client = _secret_client(sim, entra)
+    result = client.get_batch_status(CUSTOMER, tracking, "c")
+    assert isinstance(result, Transient) and result.reason.startswith("token request failed")
+    assert not result.retry_now  # no in-process retry: the chain requeues and asks again later
+
+
+@pytest.mark.parametrize(("fault", "named"), [
+    ("401:invalid_client:AADSTS7000215: Invalid client secret provided.", "invalid client secret"),
+    ("400:invalid_request:AADSTS90002: Tenant 'contoso' not found.", "tenant was not found"),
+    ("400:invalid_grant:AADSTS65001: The user or administrator has not consented.", "consent is missing"),
+])
+def test_entra_refusing_the_credential_counts_toward_access_denied(sim: SimulatorServer, fault: str,
+                                                                   named: str) -> None:
+    tracking = _upload(sim)
+    entra = FakeEntra()
+    entra.faults = [fault] * 3
+    result = _secret_client(sim, entra).get_batch_status(CUSTOMER, tracking, "c")
+    assert isinstance(result, Denied) and named in result.reason
+
+
+@pytest.mark.parametrize("fault", ["network", "500"])  # 500: azure-identity says CredentialUnavailableError
+def test_an_unreachable_managed_identity_endpoint_is_transient(sim: SimulatorServer, fault: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IDENTITY_ENDPOINT", "http://managed-identity.local/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "header-value")
+    entra = FakeEntra()
+    entra.faults = [fault] * 6
+    settings = PartnerCenterSettings(base_url=sim.url, scope="https://api.partnercenter.microsoft.com/.default",
+                                     auth="managed_identity_federation", tenant_id="contoso.onmicrosoft.com",
+                                     client_id="partner-center-app", managed_identity_client_id="mi-client-id")
+    tokens = TokenSource(partial(build_credential, settings, transport=entra.transport(), retry_total=0),
+                         settings.scope)
+    tracking = _upload(sim)
+    sim.simulator.tokens = {"entra-token-1"}
+    client = PartnerCenterClient(settings, tokens, sleep=lambda _: None)
+    result = client.get_batch_status(CUSTOMER, tracking, "c")
+    assert isinstance(result, Transient) and "unavailable" in result.reason
+    entra.faults.clear()
+    assert isinstance(client.get_batch_status(CUSTOMER, tracking, "c"), StatusReceived)

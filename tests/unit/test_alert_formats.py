@@ -2,7 +2,7 @@ import json
 from typing import Any
 
 from shared.alert_formats import render, render_generic, render_slack, render_teams
-from shared.failure_chunks import BatchContext, batch_outcome_message, failure_chunks
+from shared.failure_chunks import BatchContext, batch_outcome_chunk, failure_chunks
 from shared.models import DeviceStatus, Outcome
 
 CONTEXT = BatchContext("47021739-3426-40bf-9601-61b4b6d7c793", "0127ed8e-ff72-4983-a3d8-e8d8bd378932",
@@ -13,7 +13,7 @@ CODES = ["808", "806", "802", "ZtdDeviceDuplicated", "999"]
 def _largest_chunk() -> dict[str, Any]:
     devices = tuple(DeviceStatus(f"SERIAL-{i:06}-ABCDEFGH", f"PK-{i:05}-12345-67890", None, "finished_with_errors",
                                  CODES[i % len(CODES)], "ZtdDeviceAssignedToOtherTenant") for i in range(1200))
-    chunks = [json.loads(chunk) for chunk in failure_chunks(CONTEXT, devices)]
+    chunks = [chunk.document() for chunk in failure_chunks(CONTEXT, devices)]
     return max(chunks, key=lambda chunk: len(chunk["devices"]))
 
 
@@ -66,7 +66,7 @@ def test_slack_message_respects_block_kit_limits() -> None:
 
 
 def test_batch_outcome_alerts_say_what_to_check() -> None:
-    chunk = json.loads(batch_outcome_message(BatchContext("c", "t", Outcome.ACCESS_DENIED, None, None), "HTTP 403"))
+    chunk = batch_outcome_chunk(BatchContext("c", "t", Outcome.ACCESS_DENIED, None, None), "HTTP 403").document()
     for alert_format in ("generic", "teams", "slack"):
         text = json.dumps(render(chunk, alert_format))
         assert "access_denied" in text and "PARTNER_CENTER_" in text and "HTTP 403" in text

@@ -76,3 +76,29 @@ def test_requeued_message_round_trips_its_state() -> None:
                        etag='W/"datetime\'2026\'"', watch=None)
     request = StatusRequest(CUSTOMER, TRACKING, TRACKING, "job", state)
     assert parse_status_request(request.to_message().encode()) == request
+
+
+@pytest.mark.parametrize("document", [
+    {"customerId": CUSTOMER + "\n", "batchTrackingId": TRACKING},
+    {"customerId": CUSTOMER, "batchTrackingId": TRACKING + "\n"},
+    {"customerId": CUSTOMER, "batchTrackingId": TRACKING, "correlationId": TRACKING + "\r\n"},
+    {"customerId": CUSTOMER, "batchTrackingId": TRACKING, "correlationId": TRACKING + "\nX-Injected: 1"},
+    {"location": f"/customers/{CUSTOMER}/batchJobStatus/{TRACKING}%0A"},
+    {"location": f"/customers/{CUSTOMER}%0A/batchJobStatus/{TRACKING}"},
+], ids=["customer-newline", "tracking-newline", "correlation-crlf", "correlation-header", "location-newline",
+        "location-customer-newline"])
+def test_ids_with_a_trailing_newline_are_bad_messages(document: dict) -> None:
+    with pytest.raises(BadMessageError, match="GUID"):
+        parse_status_request(_body(document))
+
+
+@pytest.mark.parametrize("state", [
+    {"token": "abc\n"}, {"token": "ABC"}, {"token": "a" * 65}, {"token": 7}, {"watch": "x y"},
+    {"etag": "W/\"x\"\r\nX-Injected: 1"}, {"etag": ""}, {"attempt": "x"}, {"attempt": -1}, {"attempt": 10**12},
+    {"attempt": True}, {"errors": 1.5}, {"authFailures": None},
+], ids=str)
+def test_hostile_chain_state_is_a_bad_message(state: dict) -> None:
+    valid = {"v": 1, "token": "ab12", "firstSeenAt": "2026-01-01T00:00:00+00:00"}
+    body = _body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, STATE_KEY: {**valid, **state}})
+    with pytest.raises(BadMessageError, match=r"_batchwatch|token|watch|etag|attempt|errors|authFailures"):
+        parse_status_request(body)

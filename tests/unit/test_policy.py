@@ -11,6 +11,7 @@ from shared.policy import (
     Requeue,
     StatusReceived,
     Throttled,
+    TooLarge,
     Transient,
     decide,
 )
@@ -33,9 +34,24 @@ def test_finished_batch_with_a_failed_device_is_completed_with_failures() -> Non
     assert decision == Finalize(Outcome.COMPLETED_WITH_FAILURES, "batch status finished")
 
 
-def test_final_batch_without_failed_devices_is_completed_whatever_its_status() -> None:
-    assert _decide(_batch("finished_with_errors", ("finished", ""))).outcome == Outcome.COMPLETED  # type: ignore[union-attr]
+def test_finished_batch_without_failed_devices_is_completed() -> None:
+    assert _decide(_batch("finished", ("finished", ""))).outcome == Outcome.COMPLETED  # type: ignore[union-attr]
     assert _decide(_batch("finished")).outcome == Outcome.COMPLETED  # type: ignore[union-attr]
+
+
+def test_finished_with_errors_is_never_completed_even_without_a_failed_device() -> None:
+    for devices in ((), (("finished", ""),)):
+        decision = _decide(_batch("finished_with_errors", *devices))
+        assert decision.outcome == Outcome.COMPLETED_WITH_FAILURES  # type: ignore[union-attr]
+
+
+def test_answers_over_the_size_cap_end_the_batch_after_the_limit_in_a_row() -> None:
+    first = _decide(TooLarge("answer too large"))
+    assert isinstance(first, Requeue) and first.too_large == 1 and first.errors == 1
+    assert isinstance(decide(TooLarge("x"), 0, 1, 0, NO_JITTER, random.Random(1), too_large=1), Requeue)
+    final = decide(TooLarge("answer too large"), 0, 2, 0, NO_JITTER, random.Random(1), too_large=2)
+    assert final == Finalize(Outcome.RESPONSE_TOO_LARGE, "answer too large on 3 polls in a row")
+    assert _decide(_batch("processing")).too_large == 0  # type: ignore[union-attr]  # a normal answer resets it
 
 
 @pytest.mark.parametrize("status", ["queued", "processing", "unknown", "in-progress"])

@@ -1,0 +1,126 @@
+"""A total deadline per call and caps on the body, against a raw socket server that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from shared.http import DeadlineExceeded, ResponseTooLarge, call_deadline, pooled_session, read_capped
+
+Script = Callable[[socket.socket], None]
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[Script], str]]:
+    """Serves each accepted connection with the given script (reads the request first)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    scripts: list[Script] = []
+
+    def handle(connection: socket.socket, script: Script) -> None:
+        with connection:
+            connection.settimeout(10)
+            try:
+                connection.recv(65536)
+                script(connection)
+            except OSError:
+                pass
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(connection, scripts[-1]), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def start(script: Script) -> str:
+        scripts.append(script)
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/status"
+
+    yield start
+    stop.set()
+    thread.join(2)
+    listener.close()
+
+
+def _drip(head: bytes, forever: bytes) -> Script:
+    def script(connection: socket.socket) -> None:
+        connection.sendall(head)
+        for _ in range(300):  # 30 s of one byte every 0.1 s: never a read timeout of 5 s
+            connection.sendall(forever)
+            time.sleep(0.1)
+
+    return script
+
+
+def _answer(status: str, headers: dict[str, str], body: bytes) -> Script:
+    def script(connection: socket.socket) -> None:
+        lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items()), f"Content-Length: {len(body)}",
+                 "Connection: close"]
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        time.sleep(0.5)
+
+    return script
+
+
+@pytest.mark.parametrize("script", [
+    _drip(b"HTTP/1.1 200 OK\r\n", b"X"),  # headers that never end
+    _drip(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"{"),  # a body that never ends
+], ids=["headers", "body"])
+def test_a_slow_drip_ends_at_the_call_deadline(server: Callable[[Script], str], script: Script) -> None:
+    url = server(script)
+    session = pooled_session()
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded), call_deadline(1.0):
+        response = session.get(url, timeout=(5, 5), stream=True)
+        read_capped(response, 10**6, 10**6)
+    assert time.monotonic() - started < 10  # the drip would have gone on for 30 s
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading(server: Callable[[Script], str]) -> None:
+    url = server(_answer("200 OK", {}, b"x" * 5000))
+    with call_deadline(10):
+        response = pooled_session().get(url, timeout=5, stream=True)
+        with pytest.raises(ResponseTooLarge, match="5000 bytes is over the cap of 1000"):
+            read_capped(response, 1000, 10**6)
+
+
+def test_a_compressed_bomb_is_stopped_at_the_decompressed_cap(server: Callable[[Script], str]) -> None:
+    bomb = gzip.compress(b"0" * 50_000_000)  # 50 MB in about 50 KB
+    url = server(_answer("200 OK", {"Content-Encoding": "gzip"}, bomb))
+    with call_deadline(10):
+        response = pooled_session().get(url, timeout=5, stream=True)
+        with pytest.raises(ResponseTooLarge, match="decompressed to over 1000000 bytes"):
+            read_capped(response, 10**6, 10**6)
+
+
+def test_a_normal_answer_inside_the_deadline_is_read_and_later_calls_are_unaffected(
+        server: Callable[[Script], str]) -> None:
+    body = gzip.compress(b'{"status": "finished"}')
+    url = server(_answer("200 OK", {"Content-Encoding": "gzip"}, body))
+    session = pooled_session()
+    for _ in range(3):
+        with call_deadline(0.5):
+            response = session.get(url, timeout=5, stream=True)
+            assert read_capped(response, 1000, 1000) == b'{"status": "finished"}'
+    time.sleep(0.7)  # past every deadline: a cancelled timer must not break a later call
+    assert session.get(url, timeout=5).status_code == 200
+
+
+def test_requests_outside_a_deadline_are_not_affected(server: Callable[[Script], str]) -> None:
+    url = server(_answer("503 Service Unavailable", {}, b"busy"))
+    response = pooled_session().get(url, timeout=5)
+    assert response.status_code == 503 and response.content == b"busy"
+    with pytest.raises(requests.ConnectionError):
+        pooled_session().get("http://127.0.0.1:9/", timeout=1)
