@@ -357,7 +357,7 @@ class LocalHost:
             poison,
             message.id,
         )
-        clients.send(poison, message.content)
+        clients.send(poison, message.content, time_to_live=None)  # the host's copy takes the 7-day default
         self._delete(clients.queue(function.queue_name), message.id)
 
     def _receipt(self, message_id: str) -> str:

@@ -3,7 +3,8 @@
     python -m local.webhook_receiver [--port 8791]
 
 POST /<any path>            records the JSON body; answers 200, or the next scripted answer
-POST /_receiver/script      {"responses": ["500", "429:2", "404", "200"]} answers for the next alerts
+POST /_receiver/script      {"responses": ["500", "429:2", "404", "200", "drip:30"]} answers for the next
+                            alerts; drip:S starts a 200 and sends a header byte every 0.1 s for S seconds
 GET  /_receiver/alerts      {"alerts": [{"path", "headers", "body", "time", "answer"}, ...]}
 """
 
@@ -61,6 +62,9 @@ class _Handler(BaseHTTPRequestHandler):
         with receiver.lock:
             scripted = receiver.script.pop(0) if receiver.script else "200"
         code, _, retry_after = scripted.partition(":")
+        if code == "drip":
+            self._drip(float(retry_after or 30))
+            return
         try:
             body = json.loads(raw)
         except ValueError:
@@ -69,6 +73,18 @@ class _Handler(BaseHTTPRequestHandler):
             receiver.alerts.append({"path": self.path, "headers": dict(self.headers), "body": body,
                                     "time": time.time(), "answer": int(code), "bytes": len(raw)})
         self._answer(int(code), {"ok": int(code) < 300}, {"Retry-After": retry_after} if retry_after else None)
+
+    def _drip(self, seconds: float) -> None:
+        """A receiver that never finishes its answer: no single read times out, the whole answer never ends."""
+        self.close_connection = True
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(int(seconds * 10)):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _answer(self, code: int, document: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(document).encode()

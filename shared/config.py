@@ -13,7 +13,10 @@ from .policy import PollingPolicy
 
 AUTH_MODES = ("client_secret", "certificate", "managed_identity_federation", "default", "simulator")
 ALERT_FORMATS = ("teams", "slack", "generic")
-MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600
+# Sane maxima: a delay past a day only hides a stuck batch, and a deadline past 30 days keeps polling a
+# batch Partner Center has long forgotten. Every delay also stays far below the queue's 7-day visibility limit.
+MAX_DELAY_SECONDS = 24 * 3600
+MAX_DEADLINE_SECONDS = 30 * 24 * 3600
 AZURITE_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
@@ -90,10 +93,10 @@ class Settings(StorageNames):
 def load_settings(env: Mapping[str, str]) -> Settings:
     reader = _Reader(env)
     policy = PollingPolicy(
-        initial_delay=reader.seconds("POLL_INITIAL_DELAY_SECONDS", 30, minimum=0),
-        max_delay=reader.seconds("POLL_MAX_DELAY_SECONDS", 600, minimum=0, maximum=MAX_QUEUE_DELAY_SECONDS),
-        deadline=reader.seconds("POLL_DEADLINE_SECONDS", 172_800, minimum=1),
-        not_found_grace=reader.seconds("NOT_FOUND_GRACE_SECONDS", 900, minimum=0),
+        initial_delay=reader.seconds("POLL_INITIAL_DELAY_SECONDS", 30, minimum=0, maximum=MAX_DELAY_SECONDS),
+        max_delay=reader.seconds("POLL_MAX_DELAY_SECONDS", 600, minimum=0, maximum=MAX_DELAY_SECONDS),
+        deadline=reader.seconds("POLL_DEADLINE_SECONDS", 172_800, minimum=1, maximum=MAX_DEADLINE_SECONDS),
+        not_found_grace=reader.seconds("NOT_FOUND_GRACE_SECONDS", 900, minimum=0, maximum=MAX_DEADLINE_SECONDS),
         backoff_factor=reader.seconds("POLL_BACKOFF_FACTOR", 0.18, minimum=0, maximum=10),
     )
     if policy.max_delay < policy.initial_delay:
@@ -110,13 +113,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         **vars(load_storage_names(env)),
         partner_center=_partner_center(reader),
         policy=policy,
-        chain_stale_grace=reader.seconds("CHAIN_STALE_GRACE_SECONDS", 900, minimum=1),
+        chain_stale_grace=reader.seconds("CHAIN_STALE_GRACE_SECONDS", 900, minimum=1, maximum=MAX_DELAY_SECONDS),
         alert_webhook_url=webhook_url,
         alert_webhook_format=webhook_format,
         alert_max_attempts=int(reader.seconds("ALERT_MAX_ATTEMPTS", 10, minimum=1, maximum=100)),
         alert_retry_initial_delay=reader.seconds("ALERT_RETRY_INITIAL_DELAY_SECONDS", 30, minimum=1, maximum=3600),
         alert_retry_max_delay=reader.seconds("ALERT_RETRY_MAX_DELAY_SECONDS", 3600, minimum=1,
-                                             maximum=MAX_QUEUE_DELAY_SECONDS),
+                                             maximum=MAX_DELAY_SECONDS),
     )
 
 
@@ -233,6 +236,10 @@ def _partner_center(reader: _Reader) -> PartnerCenterSettings:
     )
 
 
+def _plain(number: float) -> str:
+    return str(int(number)) if number == int(number) else f"{number:g}"
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
@@ -253,7 +260,8 @@ class _Reader:
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
         if not math.isfinite(value) or not minimum <= value <= maximum:
-            bound = f"between {minimum:g} and {maximum:g}" if math.isfinite(maximum) else f"at least {minimum:g}"
+            bound = (f"between {_plain(minimum)} and {_plain(maximum)}" if math.isfinite(maximum)
+                     else f"at least {_plain(minimum)}")
             raise ConfigError(f"{name} must be {bound}, got {raw!r}")
         return value
 

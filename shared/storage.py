@@ -109,8 +109,13 @@ class StorageClients:
             return client
 
     def send(self, queue_name: str, content: str, visibility_timeout: int | None = None,
-             time_to_live: int | None = None) -> Any:
-        """Send a message, creating the queue the first time it is missing."""
+             time_to_live: int | None = NEVER_EXPIRES) -> Any:
+        """Send a message, creating the queue the first time it is missing.
+
+        Every message batchwatch sends never expires: the service's default time-to-live is 7 days, and a
+        requeue delayed by days, or a chunk waiting while alerts are misconfigured, must still be read.
+        time_to_live=None takes the service's default.
+        """
         client = self.queue(queue_name)
         return create_if_missing(
             lambda: client.send_message(content, visibility_timeout=visibility_timeout, time_to_live=time_to_live),

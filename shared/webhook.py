@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .alert_log import CLAIM_SECONDS
+from .http import DeadlineExceeded, call_deadline, pooled_session
 from .log import redact_from_library_logs
 from .partner_center import parse_retry_after
 
@@ -37,13 +39,20 @@ def webhook_host(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
+# The whole POST (connect, request, answer headers) ends within this, well inside the AlertLog claim, so a
+# sender that is still waiting never overlaps another copy that took an expired claim over.
+POST_DEADLINE_SECONDS = CLAIM_SECONDS / 4
+
+
 class WebhookSender:
-    def __init__(self, url: str, session: requests.Session | None = None, timeout: tuple[float, float] = (5, 30)):
+    def __init__(self, url: str, session: requests.Session | None = None, timeout: tuple[float, float] = (5, 20),
+                 deadline: float = POST_DEADLINE_SECONDS):
         self._url = url
         parts = urlsplit(url)
         redact_from_library_logs(url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.path)
-        self._session = session or requests.Session()
+        self._session = session or pooled_session(pool_size=4)
         self._timeout = timeout
+        self._deadline = deadline
 
     @property
     def host(self) -> str:
@@ -51,10 +60,14 @@ class WebhookSender:
 
     def send(self, payload: dict[str, Any], alert_id: str) -> DeliveryResult:
         try:
-            response = self._session.post(
-                self._url, json=payload, timeout=self._timeout, allow_redirects=False,
-                headers={"Idempotency-Key": alert_id, "X-Batchwatch-Alert-Id": alert_id},
-            )
+            with call_deadline(self._deadline):
+                response = self._session.post(
+                    self._url, json=payload, timeout=self._timeout, allow_redirects=False, stream=True,
+                    headers={"Idempotency-Key": alert_id, "X-Batchwatch-Alert-Id": alert_id},
+                )
+                response.close()  # only the status and headers matter; the body is never read
+        except DeadlineExceeded:
+            return RetryLater(f"webhook gave no answer within {self._deadline:g} s")
         except requests.Timeout:
             return RetryLater("webhook timed out")
         except requests.RequestException as exc:

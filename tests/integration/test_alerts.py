@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.alert_log import CLAIM_SECONDS, AlertLog
+from shared.app import get_app
+from shared.failure_alerts import FailureNotifier
 from shared.failure_chunks import BatchContext, failure_chunks
 from shared.models import DeviceStatus, Outcome
+from shared.webhook import WebhookSender
 from tests.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -166,3 +172,35 @@ def test_a_malformed_chunk_goes_to_poison_with_its_reason(stack: Stack) -> None:
     [envelope] = wait_for(lambda: stack.drain(stack.env["FAILURE_QUEUE_NAME"] + "-poison"), 30, "the poison queue")
     assert "has no alertId" in json.loads(envelope)["reason"]
     assert stack.alerts() == []
+
+
+def test_a_webhook_that_never_finishes_its_answer_is_given_up_at_the_post_deadline(stack: Stack) -> None:
+    app = get_app()
+    notifier = FailureNotifier(app.settings, app.clients, sender=WebhookSender(stack.env["ALERT_WEBHOOK_URL"],
+                                                                               deadline=1.0))
+    stack.script_receiver("drip:20")
+    chunk = _chunk()
+    started = time.monotonic()
+    notifier.handle(chunk.encode())
+    assert time.monotonic() - started < 10  # the receiver drips for 20 s, each byte well inside the read timeout
+    [row] = stack.rows("ALERT_TABLE_NAME")
+    assert row["status"] == "retrying" and "no answer within 1 s" in row["lastError"]
+    [requeued] = wait_for(lambda: stack.drain(stack.env["FAILURE_QUEUE_NAME"]), 10, "the requeued chunk")
+    notifier.handle(requeued.encode())
+    assert [alert["body"]["alertId"] for alert in stack.alerts()] == [json.loads(chunk)["alertId"]]
+    assert stack.rows("ALERT_TABLE_NAME")[0]["status"] == "sent"
+
+
+def test_a_copy_whose_claim_was_taken_over_never_overwrites_the_alert_log(stack: Stack) -> None:
+    log = AlertLog(get_app().clients, stack.env["ALERT_TABLE_NAME"])
+    tracking, alert_id = str(uuid.uuid4()), str(uuid.uuid4())
+    start = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    stale = log.claim(tracking, alert_id, start)
+    assert stale.granted and not log.claim(tracking, alert_id, start + timedelta(seconds=60)).granted
+    fresh = log.claim(tracking, alert_id, start + timedelta(seconds=CLAIM_SECONDS + 1))  # the first looks dead
+    assert fresh.granted and fresh.etag != stale.etag
+    assert log.record(tracking, alert_id, {"status": "sent"}, fresh.etag)
+    assert not log.record(tracking, alert_id, {"status": "retrying", "lastError": "late"}, stale.etag)
+    [row] = stack.rows("ALERT_TABLE_NAME")
+    assert row["status"] == "sent" and "lastError" not in row
+    assert log.claim(tracking, alert_id, start + timedelta(seconds=600)).already_sent

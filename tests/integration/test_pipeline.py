@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from shared.app import get_app
 from tests.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -265,3 +266,21 @@ def test_awkward_serial_numbers_are_stored_verbatim_under_valid_keys(stack: Stac
     assert by_serial["serialNumber"] == "SN#003" and by_serial["errorCode"] == "808"
     [chunk] = [json.loads(m.content) for m in stack.peek(stack.env["FAILURE_QUEUE_NAME"])]
     assert [d["serialNumber"] for d in chunk["devices"]] == ["SN#003"]
+
+
+def test_every_message_batchwatch_sends_never_expires(stack: Stack) -> None:
+    stack.control("config", {"queuedSeconds": 30, "processingSeconds": 0})
+    customer = _customer()
+    stack.control("device-errors", {"serialNumber": "TTL-BAD", "errorCode": "808"})
+    waiting = _tracking_id(stack.upload(customer, [{"serialNumber": "TTL-1"}]))
+    check = get_app().status_check
+    check.handle(json.dumps({"customerId": customer, "batchTrackingId": waiting}).encode())  # requeued, delayed
+    stack.control("config", {"queuedSeconds": 0})
+    final = _tracking_id(stack.upload(customer, [{"serialNumber": "TTL-BAD"}]))
+    check.handle(json.dumps({"customerId": customer, "batchTrackingId": final}).encode())
+
+    for name in (stack.env["STATUS_QUEUE_NAME"], stack.env["FAILURE_QUEUE_NAME"]):
+        queue = stack.queue(name)
+        messages = wait_for(lambda queue=queue: list(queue.receive_messages(max_messages=32, visibility_timeout=30)),
+                            10, f"a message in {name}")
+        assert all(message.expires_on.year == 9999 for message in messages), name  # the service's "never"

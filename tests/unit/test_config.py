@@ -36,6 +36,14 @@ def test_defaults_follow_the_contract() -> None:
     ({"ALERT_WEBHOOK_FORMAT": "email"}, "ALERT_WEBHOOK_FORMAT"),
     ({"ALERT_WEBHOOK_URL": "http://hooks.example.com/x"}, "ALERT_WEBHOOK_URL"),
     ({"AzureWebJobsStorage": ""}, "AzureWebJobsStorage"),
+    ({"POLL_MAX_DELAY_SECONDS": "172800"}, "POLL_MAX_DELAY_SECONDS must be between 0 and 86400"),
+    ({"POLL_INITIAL_DELAY_SECONDS": "90000"}, "POLL_INITIAL_DELAY_SECONDS must be between 0 and 86400"),
+    ({"POLL_DEADLINE_SECONDS": "31536000"}, "POLL_DEADLINE_SECONDS must be between 1 and 2592000"),
+    ({"NOT_FOUND_GRACE_SECONDS": "31536000"}, "NOT_FOUND_GRACE_SECONDS"),
+    ({"CHAIN_STALE_GRACE_SECONDS": "604800"}, "CHAIN_STALE_GRACE_SECONDS"),
+    ({"ALERT_RETRY_MAX_DELAY_SECONDS": "604800"}, "ALERT_RETRY_MAX_DELAY_SECONDS"),
+    ({"PARTNER_CENTER_CALL_DEADLINE_SECONDS": "0"}, "PARTNER_CENTER_CALL_DEADLINE_SECONDS"),
+    ({"PARTNER_CENTER_MAX_RESPONSE_BYTES": "10"}, "PARTNER_CENTER_MAX_RESPONSE_BYTES"),
 ])
 def test_a_bad_setting_is_named(changes: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
