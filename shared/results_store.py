@@ -8,7 +8,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from itertools import islice
 from typing import Any
 
 from azure.core import MatchConditions
@@ -18,12 +17,11 @@ from azure.data.tables import UpdateMode
 from .device_keys import device_row_keys, history_partition_key
 from .models import DeviceStatus
 from .storage import StorageClients
+from .table_values import fit_entity, transaction_groups
 
 log = logging.getLogger("batchwatch.results_store")
 
 TRACKING_INDEX_PARTITION = "~tracking"  # batch table rows that map a tracking id to its customer
-TRANSACTION_LIMIT = 100
-MAX_STRING_CHARS = 32_000  # Table Storage holds 64 KiB of UTF-16 per string property
 HISTORY_WRITE_THREADS = 8
 _RESERVED = frozenset({"PartitionKey", "RowKey", "Timestamp", "customerId", "batchTrackingId", "failed", "recordedAt"})
 
@@ -75,7 +73,7 @@ class ResultsStore:
 
     def create_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any]) -> str | None:
         """Create the row; None when it already exists."""
-        entity = {"PartitionKey": customer_id, "RowKey": tracking_id, **fields}
+        entity = fit_entity({"PartitionKey": customer_id, "RowKey": tracking_id, **fields})
         try:
             metadata = self._clients.with_table(self._batch_table, lambda client: client.create_entity(entity))
         except ResourceExistsError:
@@ -84,7 +82,7 @@ class ResultsStore:
 
     def update_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any], etag: str | None) -> str:
         """Merge fields; with an etag, only if the row is unchanged (else RowChangedError)."""
-        entity = {"PartitionKey": customer_id, "RowKey": tracking_id, **fields}
+        entity = fit_entity({"PartitionKey": customer_id, "RowKey": tracking_id, **fields})
         if etag is None:
             metadata = self._clients.with_table(self._batch_table, lambda client: client.upsert_entity(entity))
             return str(metadata["etag"])
@@ -100,13 +98,13 @@ class ResultsStore:
     # --- device rows and history ---------------------------------------------------------------
     def write_devices(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...],
                       recorded_at: datetime) -> int:
-        """Upsert one row per device in transactions of at most 100; returns the transaction count."""
+        """Upsert one row per device in transactions of at most 100 (and 3 MiB); returns the transaction count."""
         entities = (
             device_entity(device, customer_id, tracking_id, tracking_id, row_key, recorded_at)
             for device, row_key in zip(devices, device_row_keys(devices), strict=True)
         )
         transactions = 0
-        for group in _chunks(entities, TRANSACTION_LIMIT):
+        for group in transaction_groups(entities):
             operations: list[Any] = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in group]
             self._clients.with_table(self._device_table, partial(_submit, operations=operations))
             transactions += 1
@@ -159,15 +157,9 @@ def device_entity(
     for name, text in identity:
         if text is not None:
             entity[name] = text
-    for name, extra in list(device.extra.items())[:200]:
-        if name not in _RESERVED and name not in entity:
-            entity[name] = extra
-    truncated = [name for name, value in entity.items() if isinstance(value, str) and len(value) > MAX_STRING_CHARS]
-    for name in truncated:
-        entity[name] = entity[name][:MAX_STRING_CHARS]
-    if truncated:
-        entity["truncatedFields"] = ",".join(truncated)
-    return entity
+    extras = [name for name in device.extra if name not in _RESERVED and name not in entity]
+    entity.update((name, device.extra[name]) for name in extras)
+    return fit_entity(entity, foldable=extras)
 
 
 def _bounded_map(work: Callable[[dict[str, Any]], None], items: Iterable[dict[str, Any]], threads: int) -> int:
@@ -199,9 +191,3 @@ def batch_times(started: datetime | None, completed: datetime | None) -> dict[st
     if completed:
         times["completedTime"] = completed
     return times
-
-
-def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    iterator = iter(items)
-    while group := list(islice(iterator, size)):
-        yield group

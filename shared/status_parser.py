@@ -48,8 +48,16 @@ def parse_batch_status(body: bytes | str) -> BatchStatus:
     )
 
 
+# Edm.DateTime holds 1601-01-01 to 9999-12-31 (UTC). .NET writes a DateTime that was never set as
+# 0001-01-01T00:00:00; such a time, or any other outside the range, is treated as absent.
+EARLIEST_STORABLE = datetime(1601, 1, 1, tzinfo=UTC)
+
+
 def parse_time(value: Any) -> datetime | None:
-    """ISO 8601 time; Partner Center omits the zone ("2017-07-25T10:00:00"), which means UTC."""
+    """ISO 8601 time; Partner Center omits the zone ("2017-07-25T10:00:00"), which means UTC.
+
+    None when absent, unparseable, or outside what Table Storage stores.
+    """
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
@@ -62,11 +70,12 @@ def parse_time(value: Any) -> datetime | None:
         text = head + "." + rest[: min(digits, 6)] + rest[digits:]
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        in_utc = parsed.astimezone(UTC)  # OverflowError at the edges, e.g. 0001-01-01T00:00:00+01:00
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return in_utc if in_utc >= EARLIEST_STORABLE else None
 
 
 def _parse_device(item: Any, index: int) -> DeviceStatus:

@@ -284,3 +284,46 @@ def test_every_message_batchwatch_sends_never_expires(stack: Stack) -> None:
         messages = wait_for(lambda queue=queue: list(queue.receive_messages(max_messages=32, visibility_timeout=30)),
                             10, f"a message in {name}")
         assert all(message.expires_on.year == 9999 for message in messages), name  # the service's "never"
+
+
+def _hostile_final_body(tracking: str) -> str:
+    """A final answer holding what Table Storage refuses as it is (see shared/table_values.py)."""
+    wide = {f"field{i}": "x" * 5000 for i in range(250)}  # 250 properties, 2.5 MB as UTF-16
+    devices = [
+        {"serialNumber": "BIG-1", "status": "finished", "hugeCount": 2**40, "hugerCount": 2**70,
+         "ratio": float("inf"), "longText": "😀" * 20_000, "a" * 300: "a name too long for a property"},
+        {"serialNumber": "WIDE-1", "status": "finished", **wide},
+        {"serialNumber": "FAIL-1", "status": "finished_with_errors", "errorCode": "808",
+         "errorDescription": "ZtdDeviceAssignedToOtherTenant " + "<&>" * 30_000},
+        *({"serialNumber": f"NOTE-{i}", "status": "finished", "note": "y" * 30_000} for i in range(150)),
+    ]
+    return json.dumps({"batchTrackingId": tracking, "status": "finished", "startedTime": "0001-01-01T00:00:00",
+                       "completedTime": "2026-11-24T10:00:00", "devicesStatus": devices})
+
+
+def test_dates_and_values_table_storage_refuses_are_stored_as_what_fits(stack: Stack) -> None:
+    customer = _customer()
+    tracking = _tracking_id(stack.upload(customer, [{"serialNumber": "ANY"}]))
+    never_set = json.dumps({"status": "queued", "startedTime": "0001-01-01T00:00:00",
+                            "completedTime": "0001-01-01T00:00:00+01:00"})
+    stack.control("script", {"trackingId": tracking, "responses": [
+        f"body:{never_set}", f"body:{never_set}", f"body:{_hostile_final_body(tracking)}"]})
+    stack.start_host(functions=["check_batch_status"])
+    stack.send({"customerId": customer, "batchTrackingId": tracking})
+
+    row = stack.wait_final(customer, tracking)
+    assert row["outcome"] == "completed_with_failures" and row["deviceCount"] == 153
+    assert "startedTime" not in row and row["completedTime"].year == 2026
+    assert row["pollCount"] == 3  # the two queued answers with a never-set date were ordinary polls
+    devices = {d["serialNumber"]: d for d in stack.rows("DEVICE_TABLE_NAME", "PartitionKey eq @t", t=tracking)}
+    big = devices["BIG-1"]
+    assert big["hugeCount"].value == 2**40 and big["hugerCount"] == str(2**70) and big["ratio"] == "inf"
+    assert big["longText"] == "😀" * 16_000 and "longText" in big["truncatedFields"]
+    assert json.loads(big["extraFields"]) == {"a" * 300: "a name too long for a property"}
+    wide = devices["WIDE-1"]
+    assert "extraFields" in wide and len(wide) <= 252 and wide["truncatedFields"]
+    assert len([d for d in devices if d.startswith("NOTE-")]) == 150
+    assert devices["FAIL-1"]["failed"] is True and "truncatedFields" in devices["FAIL-1"]
+    history = stack.rows("DEVICE_HISTORY_TABLE_NAME")
+    assert len(history) == 153
+    assert stack.peek(stack.env["STATUS_QUEUE_NAME"] + "-poison") == []

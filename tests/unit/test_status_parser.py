@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -68,3 +69,21 @@ def test_times_with_or_without_zone(text: object, expected: datetime | None) -> 
 def test_malformed_bodies_are_rejected(body: bytes) -> None:
     with pytest.raises(MalformedStatusError):
         parse_batch_status(body)
+
+
+@pytest.mark.parametrize("text", [
+    "0001-01-01T00:00:00",  # a .NET DateTime that was never set
+    "0001-01-01T00:00:00+01:00",  # OverflowError when turned into UTC
+    "9999-12-31T23:59:59-01:00",
+    "1600-12-31T23:59:59Z",
+    "0001-01-01T00:00:00.0000000Z",
+])
+def test_times_table_storage_cannot_hold_are_absent(text: str) -> None:
+    assert parse_time(text) is None
+    body = json.dumps({"status": "queued", "startedTime": text, "completedTime": text})
+    batch = parse_batch_status(body)
+    assert batch.started_time is None and batch.completed_time is None
+
+
+def test_the_earliest_storable_time_is_kept() -> None:
+    assert parse_time("1601-01-01T00:00:00Z") == datetime(1601, 1, 1, tzinfo=UTC)
