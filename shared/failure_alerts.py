@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,7 +58,7 @@ class FailureNotifier:
             chunk = FailureChunk.from_json(body)
         except BadChunkError as exc:
             self._poison(body.decode("utf-8", "replace"), str(exc))
-            logging.getLogger("batchwatch.notify_failures").warning(
+            context_logger("batchwatch.notify_failures").warning(
                 "rejected a bad failure chunk: %s [messageId=%s]", exc, message_id)
             return
         log = context_logger("batchwatch.notify_failures", correlationId=chunk.correlation_id,

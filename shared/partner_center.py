@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,10 +15,11 @@ from .auth import TokenSource, classify_token_failure
 from .config import PartnerCenterSettings
 from .http import DeadlineExceeded, ResponseTooLarge, call_deadline, pooled_session, read_capped
 from .ids import normalize_guid
+from .log import context_logger
 from .policy import Denied, NotFound, PollResult, StatusReceived, Throttled, TooLarge, Transient
 from .status_parser import MalformedStatusError, parse_batch_status
 
-log = logging.getLogger("batchwatch.partner_center")
+log = context_logger("batchwatch.partner_center")
 IN_PROCESS_RETRY_DELAYS = (0.5, 1.5)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -15,11 +14,12 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from .device_keys import device_row_keys, history_partition_key
+from .log import context_logger
 from .models import DeviceStatus
 from .storage import StorageClients
 from .table_values import fit_entity, transaction_groups
 
-log = logging.getLogger("batchwatch.results_store")
+log = context_logger("batchwatch.results_store")
 
 TRACKING_INDEX_PARTITION = "~tracking"  # batch table rows that map a tracking id to its customer
 HISTORY_WRITE_THREADS = 8

@@ -13,7 +13,6 @@ stalling the batch.
 
 from __future__ import annotations
 
-import logging
 import random
 import uuid
 from collections.abc import Callable
@@ -61,7 +60,7 @@ class StatusCheck:
     def reject(self, body: bytes, reason: str, message_id: str = "") -> None:
         queue = send_to_poison(self.clients, self.settings.status_queue, body.decode("utf-8", "replace"), reason,
                                self.clock())
-        logging.getLogger("batchwatch.check_batch_status").warning(
+        context_logger("batchwatch.check_batch_status").warning(
             "rejected a bad message to %s: %s [messageId=%s]", queue, reason, message_id
         )
 

@@ -77,3 +77,28 @@ def test_tls_verification_is_never_turned_off() -> None:
         text = path.read_text()
         for forbidden in ("verify=False", "connection_verify=False", "CERT_NONE", "_create_unverified_context"):
             assert forbidden not in text, f"{path} turns TLS verification off ({forbidden})"
+
+
+def test_text_from_partner_center_cannot_forge_or_flood_a_log_line(stack: Stack,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from shared.app import get_app
+
+    customer = str(uuid.uuid4())
+    tracking = stack.upload(customer, [{"serialNumber": "LOG-1"}]).rsplit("/", 1)[1]
+    forged = "processing\n2026-11-24 10:00:00 ERROR forged line \x1b[31m\u2028" + "z" * 5000
+    other = "x\r\nINFO another forged line"
+    answers = [{"status": forged}, {"status": "queued", "batchTrackingId": other}]
+    stack.control("script", {"trackingId": tracking, "responses": ["body:" + json.dumps(a) for a in answers]})
+    caplog.set_level(logging.INFO)
+    check = get_app().status_check
+    message = json.dumps({"customerId": customer, "batchTrackingId": tracking}).encode()
+    check.handle(message)  # polls: the status text is logged
+    [successor] = wait_for(lambda: stack.drain(stack.env["STATUS_QUEUE_NAME"]), 10, "the requeued message")
+    check.handle(successor.encode())  # polls: a body for another batch is logged as a transient fault
+
+    lines = [record.getMessage() for record in caplog.records if record.name.startswith("batchwatch")]
+    assert any("forged line" in line for line in lines) and any("another forged line" in line for line in lines)
+    for line in lines:
+        assert not any(char in line for char in "\n\r\x1b\u2028"), line
+        assert len(line) < 3000, f"a line of {len(line)} characters"
+    assert any("\\x0a2026-11-24 10:00:00 error forged line \\x1b[31m\\u2028" in line for line in lines)
