@@ -380,10 +380,11 @@ def _bare_writes(stack: Stack, customer: str, tracking: str, devices: tuple[Devi
 
     now = datetime.now(UTC)
     device_rows = [
-        device_entity(d, customer, tracking, tracking, key, now)
+        device_entity(d, d.failed, customer, tracking, tracking, key, now)
         for d, key in zip(devices, device_row_keys(devices), strict=True)
     ]
-    history_rows = [device_entity(d, customer, tracking, history_partition_key(d), tracking, now) for d in devices]
+    history_rows = [device_entity(d, d.failed, customer, tracking, history_partition_key(d), tracking, now)
+                    for d in devices]
     device_table = TableClient.from_connection_string(stack.azurite.connection_string, "BareDevices")
     history_table = TableClient.from_connection_string(stack.azurite.connection_string, "BareHistory")
     device_table.create_table()

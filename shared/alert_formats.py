@@ -79,7 +79,8 @@ def render_generic(chunk: dict[str, Any]) -> dict[str, Any]:
     ]
     payload: dict[str, Any] = {
         key: chunk.get(key) for key in ("type", "alertId", "customerId", "batchTrackingId", "outcome", "chunk",
-                                        "chunks", "deviceCount", "failedDeviceCount", "correlationId", "source")
+                                        "chunks", "deviceCount", "failedDeviceCount", "inProgressDeviceCount",
+                                        "correlationId", "source")
     }
     payload["title"] = title(chunk)
     payload["countsByErrorCode"] = {count.label: count.count for count in code_counts(chunk["devices"])}

@@ -7,7 +7,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .ids import InvalidIdError, normalize_guid, parse_location
@@ -37,8 +37,14 @@ class ChainState:
     attempt: int = 0
     errors: int = 0
     auth_failures: int = 0
+    too_large: int = 0
     etag: str | None = None
     watch: str | None = None
+
+    @property
+    def run_started_at(self) -> str:
+        """Names this run of the batch (first seen, or resubmitted) in its alert ids."""
+        return self.first_seen_at.astimezone(UTC).isoformat(timespec="milliseconds")
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -49,6 +55,8 @@ class ChainState:
             "errors": self.errors,
             "authFailures": self.auth_failures,
         }
+        if self.too_large:
+            data["tooLarge"] = self.too_large
         if self.etag:
             data["etag"] = self.etag
         if self.watch:
@@ -69,6 +77,7 @@ class ChainState:
                 attempt=_count(data.get("attempt", 0), "attempt"),
                 errors=_count(data.get("errors", 0), "errors"),
                 auth_failures=_count(data.get("authFailures", 0), "authFailures"),
+                too_large=_count(data.get("tooLarge", 0), "tooLarge"),
                 etag=_etag(data.get("etag")),
                 watch=None if data.get("watch") is None else _token(data["watch"], "watch"),
             )

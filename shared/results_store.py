@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -15,7 +15,7 @@ from azure.data.tables import UpdateMode
 
 from .device_keys import device_row_keys, history_partition_key
 from .log import context_logger
-from .models import DeviceStatus
+from .models import BatchStatus, DeviceStatus
 from .storage import StorageClients
 from .table_values import fit_entity, transaction_groups
 
@@ -32,20 +32,44 @@ class RowChangedError(Exception):
 
 @dataclass(frozen=True)
 class BatchRow:
-    entity: Mapping[str, Any]
-    etag: str
+    """The batch row as read (BatchUploadStatus), with the fields the polling chain decides on."""
 
-    @property
-    def outcome(self) -> str:
-        return str(self.entity.get("outcome") or "pending")
+    etag: str
+    outcome: str = "pending"
+    status: str = "unknown"
+    chain_token: str = ""
+    first_seen_at: datetime | None = None
+    next_poll_at: datetime | None = None
+    last_polled_at: datetime | None = None
+    poll_count: int = 0
+    correlation_id: str = ""
+    source: str = ""
 
     @property
     def is_final(self) -> bool:
         return self.outcome != "pending"
 
-    @property
-    def chain_token(self) -> str:
-        return str(self.entity.get("chainToken") or "")
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any], etag: str) -> BatchRow:
+        poll_count = entity.get("pollCount")
+        return cls(
+            etag=etag,
+            outcome=str(entity.get("outcome") or "pending"),
+            status=str(entity.get("status") or "unknown"),
+            chain_token=str(entity.get("chainToken") or ""),
+            first_seen_at=_utc(entity.get("firstSeenAt")),
+            next_poll_at=_utc(entity.get("nextPollAt")),
+            last_polled_at=_utc(entity.get("lastPolledAt")),
+            poll_count=poll_count if isinstance(poll_count, int) and not isinstance(poll_count, bool) else 0,
+            correlation_id=str(entity.get("correlationId") or ""),
+            source=str(entity.get("source") or ""),
+        )
+
+
+def _utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class ResultsStore:
@@ -62,7 +86,7 @@ class ResultsStore:
                 entity = client.get_entity(customer_id, tracking_id)
             except ResourceNotFoundError:
                 return None
-            return BatchRow(entity, entity.metadata["etag"])
+            return BatchRow.from_entity(entity, entity.metadata["etag"])
 
         return self._clients.with_table(self._batch_table, read)
 
@@ -96,12 +120,11 @@ class ResultsStore:
         return str(metadata["etag"])
 
     # --- device rows and history ---------------------------------------------------------------
-    def write_devices(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...],
-                      recorded_at: datetime) -> int:
+    def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
         """Upsert one row per device in transactions of at most 100 (and 3 MiB); returns the transaction count."""
         entities = (
-            device_entity(device, customer_id, tracking_id, tracking_id, row_key, recorded_at)
-            for device, row_key in zip(devices, device_row_keys(devices), strict=True)
+            device_entity(device, batch.is_failed(device), customer_id, tracking_id, tracking_id, row_key, recorded_at)
+            for device, row_key in zip(batch.devices, device_row_keys(batch.devices), strict=True)
         )
         transactions = 0
         for group in transaction_groups(entities):
@@ -110,8 +133,7 @@ class ResultsStore:
             transactions += 1
         return transactions
 
-    def write_history(self, customer_id: str, tracking_id: str, devices: tuple[DeviceStatus, ...],
-                      recorded_at: datetime) -> int:
+    def write_history(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
         """One row per device under its serial's partition, so each device is its own request.
 
         Written by a few threads with a bounded number in flight, so a 10,000-device batch never holds
@@ -121,11 +143,12 @@ class ResultsStore:
         repeats: dict[str, int] = {}
 
         def entities() -> Iterator[dict[str, Any]]:
-            for device in devices:
+            for device in batch.devices:
                 partition = history_partition_key(device)
                 count = repeats[partition] = repeats.get(partition, 0) + 1
                 row_key = tracking_id if count == 1 else f"{tracking_id}~{count}"
-                yield device_entity(device, customer_id, tracking_id, partition, row_key, recorded_at)
+                yield device_entity(device, batch.is_failed(device), customer_id, tracking_id, partition, row_key,
+                                    recorded_at)
 
         def write(entity: dict[str, Any]) -> None:
             client.upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -134,7 +157,7 @@ class ResultsStore:
 
 
 def device_entity(
-    device: DeviceStatus, customer_id: str, tracking_id: str, partition_key: str, row_key: str,
+    device: DeviceStatus, failed: bool, customer_id: str, tracking_id: str, partition_key: str, row_key: str,
     recorded_at: datetime | None = None,
 ) -> dict[str, Any]:
     entity: dict[str, Any] = {
@@ -142,7 +165,7 @@ def device_entity(
         "RowKey": row_key,
         "customerId": customer_id,
         "batchTrackingId": tracking_id,
-        "failed": device.failed,
+        "failed": failed,
         "status": device.status,
     }
     if recorded_at is not None:
@@ -182,12 +205,3 @@ def _bounded_map(work: Callable[[dict[str, Any]], None], items: Iterable[dict[st
 
 def _submit(client: Any, operations: list[Any]) -> None:
     client.submit_transaction(operations)
-
-
-def batch_times(started: datetime | None, completed: datetime | None) -> dict[str, Any]:
-    times: dict[str, Any] = {}
-    if started:
-        times["startedTime"] = started
-    if completed:
-        times["completedTime"] = completed
-    return times

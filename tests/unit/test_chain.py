@@ -1,0 +1,182 @@
+"""The polling chain's pure decisions: every branch of resolve(), and what a requeue and a final write and send."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.chain import (
+    FINAL_MARK,
+    Claim,
+    Drop,
+    Poll,
+    TakeOver,
+    Watch,
+    batch_alert_reason,
+    plan_final,
+    plan_requeue,
+    resolve,
+)
+from shared.messages import ChainState, StatusRequest
+from shared.models import BatchStatus, DeviceStatus, Outcome
+from shared.policy import Finalize, NotFound, Requeue, StatusReceived
+from shared.results_store import BatchRow
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+FIRST_SEEN = NOW - timedelta(minutes=30)
+GRACE = 900.0
+REQUEST = StatusRequest("47021739-3426-40bf-9601-61b4b6d7c793", "0127ed8e-ff72-4983-a3d8-e8d8bd378932",
+                        "6f1b1a52-0000-4000-8000-000000000001", "job")
+
+
+def _row(**fields: object) -> BatchRow:
+    values: dict = {"etag": "row-etag", "chain_token": "aaaa", "first_seen_at": FIRST_SEEN,
+                    "next_poll_at": NOW - timedelta(seconds=10), "poll_count": 4,
+                    "correlation_id": "6f1b1a52-0000-4000-8000-00000000000f", "source": "first-job"}
+    return BatchRow(**{**values, **fields})  # type: ignore[arg-type]
+
+
+def _with(state: ChainState | None) -> StatusRequest:
+    return StatusRequest(REQUEST.customer_id, REQUEST.batch_tracking_id, REQUEST.correlation_id, REQUEST.source,
+                         state)
+
+
+def _device(serial: str, status: str, code: str | None = None) -> DeviceStatus:
+    return DeviceStatus(serial, None, None, status, code, None)
+
+
+def test_a_first_message_claims_a_batch_with_no_row() -> None:
+    decision = resolve(_with(None), None, NOW, GRACE, "bbbb")
+    assert isinstance(decision, Claim)
+    assert decision.request.state == ChainState("bbbb", NOW)
+    assert decision.fields["chainToken"] == "bbbb" and decision.fields["outcome"] == "pending"
+    assert decision.fields["firstSeenAt"] == NOW and decision.fields["correlationId"] == REQUEST.correlation_id
+
+
+def test_a_chain_message_whose_row_vanished_claims_it_again_and_keeps_its_deadline() -> None:
+    decision = resolve(_with(ChainState("aaaa", FIRST_SEEN, attempt=3)), None, NOW, GRACE, "bbbb")
+    assert isinstance(decision, Claim) and decision.fields["firstSeenAt"] == FIRST_SEEN
+
+
+@pytest.mark.parametrize("state", [None, ChainState("aaaa", FIRST_SEEN), ChainState("cccc", FIRST_SEEN, watch="a")])
+def test_any_message_for_a_final_batch_is_dropped(state: ChainState | None) -> None:
+    assert isinstance(resolve(_with(state), _row(outcome="completed", chain_token=""), NOW, GRACE, "b"), Drop)
+
+
+@pytest.mark.parametrize("token", ["aaaa", FINAL_MARK + "aaaa"], ids=["holder", "holder-crashed-finalising"])
+def test_the_holder_polls_with_the_rows_etag(token: str) -> None:
+    decision = resolve(_with(ChainState("aaaa", FIRST_SEEN, etag="old")), _row(chain_token=token), NOW, GRACE, "b")
+    assert isinstance(decision, Poll) and decision.request.state is not None
+    assert decision.request.state.etag == "row-etag" and decision.request.state.token == "aaaa"
+
+
+@pytest.mark.parametrize("state", [
+    None,  # the upstream message delivered again, or the same tracking id sent twice
+    ChainState("dddd", FIRST_SEEN),  # a stale or copied chain message
+    ChainState("eeee", FIRST_SEEN, watch="aaaa"),  # a watchdog whose chain is still on time
+    ChainState("aaaa", FIRST_SEEN, watch="aaaa"),  # a watchdog holding the token it watches never polls
+])
+def test_any_other_message_watches_until_the_chain_would_be_overdue(state: ChainState | None) -> None:
+    decision = resolve(_with(state), _row(), NOW, GRACE, "ffff")
+    assert isinstance(decision, Watch) and decision.request.state is not None
+    assert decision.until == NOW - timedelta(seconds=10) + timedelta(seconds=GRACE)
+    assert decision.delay == pytest.approx(GRACE - 10)
+    assert decision.request.state.watch == "aaaa" and decision.request.state.first_seen_at == FIRST_SEEN
+
+
+def test_a_watchdog_of_a_chain_that_is_finalising_keeps_a_plain_token() -> None:
+    decision = resolve(_with(None), _row(chain_token=FINAL_MARK + "aaaa"), NOW, GRACE, "ffff")
+    assert isinstance(decision, Watch) and decision.request.state is not None
+    assert decision.request.state.watch == "aaaa"
+
+
+def test_an_overdue_chain_is_taken_over_with_the_rows_context() -> None:
+    row = _row(next_poll_at=NOW - timedelta(seconds=GRACE + 1))
+    decision = resolve(_with(ChainState("eeee", FIRST_SEEN, watch="aaaa")), row, NOW, GRACE, "ffff")
+    assert isinstance(decision, TakeOver) and decision.etag == "row-etag"
+    assert decision.fields == {"chainToken": "ffff"}
+    assert decision.request.state == ChainState("ffff", FIRST_SEEN, attempt=4)
+    assert decision.request.correlation_id == row.correlation_id and decision.request.source == "first-job"
+
+
+def test_overdue_is_measured_from_the_last_poll_then_first_seen_when_no_poll_is_planned() -> None:
+    row = _row(next_poll_at=None, last_polled_at=NOW - timedelta(seconds=100))
+    assert resolve(_with(None), row, NOW, GRACE, "f").until == NOW + timedelta(seconds=GRACE - 100)  # type: ignore
+    row = _row(next_poll_at=None, last_polled_at=None)
+    assert isinstance(resolve(_with(None), row, NOW, GRACE, "f"), TakeOver)  # first seen 30 min ago
+
+
+def test_a_requeue_writes_the_successor_token_and_carries_the_counts() -> None:
+    state = ChainState("aaaa", FIRST_SEEN, attempt=4, etag="row-etag")
+    batch = BatchStatus(None, "processing", FIRST_SEEN, None, ())
+    write, successor = plan_requeue(state, Requeue(60, "batch status processing", errors=0, too_large=0),
+                                    StatusReceived(batch), NOW, 60, "bbbb")
+    assert successor == ChainState("bbbb", FIRST_SEEN, attempt=5)
+    assert write.etag == "row-etag" and write.lands_as == "bbbb"
+    assert write.fields["chainToken"] == "bbbb" and write.fields["pollCount"] == 5
+    assert write.fields["nextPollAt"] == NOW + timedelta(seconds=60) and write.fields["status"] == "processing"
+    assert write.fields["startedTime"] == FIRST_SEEN
+    _, counted = plan_requeue(state, Requeue(60, "x", errors=2, auth_failures=1, too_large=1), NotFound(), NOW, 60,
+                              "c")
+    assert (counted.errors, counted.auth_failures, counted.too_large) == (2, 1, 1)
+
+
+def _final(outcome: Outcome, result: object, reason: str = "why") -> object:
+    request = _with(ChainState("aaaa", FIRST_SEEN, attempt=7, etag="row-etag"))
+    return plan_final(request, Finalize(outcome, reason), result, NOW)  # type: ignore[arg-type]
+
+
+def test_a_final_marks_the_row_for_its_holder_first() -> None:
+    plan = _final(Outcome.COMPLETED, StatusReceived(BatchStatus(None, "finished", None, None, ())))
+    assert plan.claim.fields["chainToken"] == FINAL_MARK + "aaaa" and plan.claim.etag == "row-etag"  # type: ignore
+    assert plan.row["chainToken"] == "" and plan.row["pollCount"] == 8 and plan.chunks == ()  # type: ignore
+
+
+def test_a_completed_batch_with_failed_devices_sends_device_chunks_only() -> None:
+    batch = BatchStatus(None, "finished", None, None, (_device("A", "finished"), _device("B", "finished", "808")))
+    plan = _final(Outcome.COMPLETED_WITH_FAILURES, StatusReceived(batch))
+    assert [chunk.type for chunk in plan.chunks] == ["device_failures"]  # type: ignore[attr-defined]
+    assert plan.row["failedDeviceCount"] == 1 and plan.batch is batch  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("outcome", [Outcome.TIMED_OUT, Outcome.NOT_FOUND, Outcome.ACCESS_DENIED,
+                                     Outcome.RESPONSE_TOO_LARGE])
+def test_every_batch_that_ends_badly_gets_a_batch_alert_whatever_the_last_answer(outcome: Outcome) -> None:
+    for result in (NotFound(), StatusReceived(BatchStatus(None, "queued", None, None, ()))):
+        plan = _final(outcome, result, "the reason")
+        assert [(c.type, c.outcome, c.reason) for c in plan.chunks] == [  # type: ignore[attr-defined]
+            ("batch_outcome", outcome.value, "the reason")]
+
+
+def test_a_timed_out_batch_alerts_failed_devices_not_those_still_in_progress() -> None:
+    batch = BatchStatus(None, "processing", None, None, (
+        _device("SLOW", "processing"), _device("NEW", "queued"), _device("BAD", "finished_with_errors", "806"),
+        _device("OK", "finished")))
+    plan = _final(Outcome.TIMED_OUT, StatusReceived(batch), "not final 172800 s after first seen")
+    device_chunk, batch_chunk = plan.chunks  # type: ignore[attr-defined]
+    assert [d["serialNumber"] for d in device_chunk.devices] == ["BAD"]
+    assert batch_chunk.in_progress_device_count == 2 and batch_chunk.failed_device_count == 1
+    assert batch_chunk.reason == "not final 172800 s after first seen; 2 device(s) were still in progress"
+    assert plan.row["inProgressDeviceCount"] == 2  # type: ignore[attr-defined]
+
+
+def test_finished_with_errors_without_a_failed_device_is_alerted_as_a_batch() -> None:
+    empty = BatchStatus(None, "finished_with_errors", None, None, ())
+    fine = BatchStatus(None, "finished_with_errors", None, None, (_device("OK", "finished"),))
+    finalize = Finalize(Outcome.COMPLETED_WITH_FAILURES, "batch status finished_with_errors")
+    assert batch_alert_reason(finalize, empty) == (
+        "Partner Center reported the batch finished_with_errors without listing devices")
+    assert batch_alert_reason(finalize, fine) == (
+        "Partner Center reported the batch finished_with_errors but no listed device failed")
+    assert batch_alert_reason(Finalize(Outcome.COMPLETED, "x"), BatchStatus(None, "finished", None, None, ())) is None
+
+
+def test_alert_ids_are_the_same_for_a_redelivery_and_new_for_a_resubmitted_run() -> None:
+    result = NotFound()
+    again = _final(Outcome.NOT_FOUND, result)
+    first_ids = [chunk.alert_id for chunk in _final(Outcome.NOT_FOUND, result).chunks]  # type: ignore[attr-defined]
+    assert first_ids == [chunk.alert_id for chunk in again.chunks]  # type: ignore[attr-defined]
+    resubmitted = plan_final(_with(ChainState("zzzz", NOW, etag="e")), Finalize(Outcome.NOT_FOUND, "why"), result,
+                             NOW + timedelta(hours=1))
+    assert [chunk.alert_id for chunk in resubmitted.chunks] != first_ids
