@@ -50,16 +50,24 @@ def resolve_setting_expression(value: str, env: Mapping[str, str]) -> str:
 
 
 def find_functions(app_root: Path, env: Mapping[str, str], only: set[str] | None = None) -> list[FunctionSpec]:
+    """The queue-triggered function folders. A folder the host cannot index (a binding expression naming a
+    setting that is not set, a malformed function.json) is logged and left out, as the Functions host does:
+    the other functions still run."""
     specs = []
-    for config_path in sorted(app_root.glob("*/function.json")):
-        if only is not None and config_path.parent.name not in only:
+    folders = [path for path in sorted(app_root.glob("*/function.json"))
+               if only is None or path.parent.name in only]
+    if not folders:
+        raise RuntimeError(f"no function folders under {app_root}")
+    for config_path in folders:
+        try:
+            spec = read_function_json(config_path, env)
+        except (KeyError, ValueError, OSError) as exc:
+            log.error("Error indexing method 'Functions.%s': %s. The function is disabled.",
+                      config_path.parent.name, exc.args[0] if isinstance(exc, KeyError) else exc)
             continue
-        spec = read_function_json(config_path, env)
         if spec is not None:
             specs.append(spec)
             log.info("Found function %s: queueTrigger on %s", spec.name, spec.queue_name)
-    if not specs:
-        raise RuntimeError(f"no queue-triggered function folders under {app_root}")
     return specs
 
 
@@ -85,21 +93,41 @@ def read_function_json(config_path: Path, env: Mapping[str, str]) -> FunctionSpe
     )
 
 
-def load_entries(app_root: Path, specs: list[FunctionSpec]) -> dict[str, Entry]:
-    """Import each function's module (fresh) and check its entry point takes the binding's parameter."""
+def load_entries(app_root: Path, specs: list[FunctionSpec]) -> tuple[dict[str, Entry], dict[str, str]]:
+    """Import each function's module (fresh) and check its entry point takes the binding's parameter.
+
+    Returns the loaded entries and, per function that failed to load, the error. As on Azure, a function
+    that fails to load (an import error, a setting its module checks at import) does not stop the others:
+    each of its invocations fails with the load error.
+    """
     if str(app_root) not in sys.path:
         sys.path.insert(0, str(app_root))
-    entries = {}
+    entries: dict[str, Entry] = {}
+    errors: dict[str, str] = {}
     for spec in specs:
         for loaded in [key for key in sys.modules if key == spec.name or key.startswith(spec.name + ".")]:
             del sys.modules[loaded]
-        module = importlib.import_module(spec.module_name)
-        function = getattr(module, spec.entry_point)
-        parameters = inspect.signature(function).parameters
-        if spec.parameter not in parameters:
-            raise ValueError(f"{spec.name}: binding name {spec.parameter!r} is not a parameter of {function.__name__}")
+        try:
+            module = importlib.import_module(spec.module_name)
+            function = getattr(module, spec.entry_point)
+            parameters = inspect.signature(function).parameters
+            if spec.parameter not in parameters:
+                raise ValueError(f"binding name {spec.parameter!r} is not a parameter of {function.__name__}")
+        except Exception as exc:
+            errors[spec.name] = f"{type(exc).__name__}: {exc}"
+            log.error("Function '%s' failed to load: %s", spec.name, errors[spec.name], exc_info=exc)
+            continue
         entries[spec.name] = Entry(spec, function, "context" in parameters)
-    return entries
+    return entries, errors
+
+
+class FunctionLoadError(Exception):
+    """The invocation of a function that failed to load: every invocation fails with the load error."""
+
+
+def check_loaded(name: str, load_errors: Mapping[str, str]) -> None:
+    if name in load_errors:
+        raise FunctionLoadError(f"Function '{name}' failed to load: {load_errors[name]}")
 
 
 def invoke(entry: Entry, invocation_id: str, message: Mapping[str, Any]) -> None:

@@ -15,7 +15,12 @@ What it does as the Functions host does (extensions.queues in host.json, functio
 - backs off from 100 ms to maxPollingInterval while the queue is empty;
 - runs the functions in a separate Python worker process (local.worker), restarted if it dies, as
   the host runs its language worker; --in-process runs them in the host's own process instead (for a
-  debugger);
+  debugger; functionTimeout is then not enforced);
+- a function folder that cannot be indexed (a %SETTING% that is not set) is disabled with an error; a
+  function that fails to load (an import error, a setting its module checks at import) keeps its
+  listener and fails every invocation with the load error, so its messages end in <queue>-poison after
+  maxDequeueCount, as on Azure; the host itself keeps running;
+- an invocation that runs past host.json's functionTimeout fails, and its worker is restarted;
 - on SIGINT/SIGTERM stops receiving, lets running functions finish, releases what has not started.
 """
 
@@ -40,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local.functions import Entry, FunctionSpec, find_functions, invoke, load_entries
-from local.worker import FunctionFailed, Invocation, WorkerExited, WorkerProcess
+from local.functions import Entry, FunctionLoadError, FunctionSpec, check_loaded, find_functions, invoke, load_entries
+from local.worker import FunctionFailed, FunctionTimedOut, Invocation, WorkerExited, WorkerProcess
 from shared.app import reset_app
 from shared.config import StorageSettings, load_storage_settings
 from shared.storage import StorageClients
@@ -127,12 +132,15 @@ class LocalHost:
         if max_polling_interval is not None:
             options = QueueOptions(**{**options.__dict__, "max_polling_interval": max_polling_interval})
         self.options = options
+        # Consumption's default is 5 minutes, Flex Consumption's 30; host.json sets it.
+        self.function_timeout = parse_timespan(host_json.get("functionTimeout", "00:30:00"))
         self.lease_seconds = lease_seconds
         self.only = set(functions) if functions else None
         self.functions: list[FunctionSpec] = []
         self.worker_process = worker_process
         self.worker: WorkerProcess | None = None
         self._entries: dict[str, Entry] = {}
+        self._load_errors: dict[str, str] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._executors: list[ThreadPoolExecutor] = []
@@ -148,13 +156,19 @@ class LocalHost:
         self.functions = find_functions(self.app_root, self.env, self.only)
         if not self.worker_process:
             reset_app()  # a new worker: the app is built again from the current settings
-            self._entries = load_entries(self.app_root, self.functions)
+            self._entries, self._load_errors = load_entries(self.app_root, self.functions)
 
     def start(self) -> None:
-        """Load the functions (in the worker, if there is one) and start listening; raises if they do not load."""
+        """Load the functions (in the worker, if there is one) and start listening.
+
+        A function that fails to load keeps its listener and fails each invocation with the load error, as on
+        Azure; only a worker that cannot start at all raises.
+        """
         if not self.functions:
             self.load()
-        if self.worker_process:
+        if not self.functions:
+            log.warning("No job functions found: every function folder failed to index")
+        elif self.worker_process:
             self.worker = WorkerProcess(
                 self.app_root, self.functions, self.env, len(self.functions) * self._concurrency
             )
@@ -295,7 +309,8 @@ class LocalHost:
                 with self._lock:
                     self.invocations += 1
                     self.failures += 1
-                in_worker = isinstance(exc, FunctionFailed | WorkerExited)  # the worker's traceback is the text
+                # the worker's traceback, or the load or timeout error, is the text
+                in_worker = isinstance(exc, FunctionFailed | WorkerExited | FunctionTimedOut | FunctionLoadError)
                 log.error(
                     "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)%s",
                     function.name,
@@ -324,8 +339,9 @@ class LocalHost:
 
     def _run(self, function: FunctionSpec, invocation_id: str, message: dict[str, Any]) -> None:
         if self.worker is not None:
-            self.worker.invoke(Invocation(invocation_id, function.name, message))
-        else:
+            self.worker.invoke(Invocation(invocation_id, function.name, message), self.function_timeout)
+        else:  # in-process (for a debugger): functionTimeout is not enforced, a thread cannot be stopped
+            check_loaded(function.name, self._load_errors)
             invoke(self._entries[function.name], invocation_id, message)
 
     def _message_fields(self, message: Any, body: bytes) -> dict[str, Any]:

@@ -22,12 +22,13 @@ import threading
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from local.functions import FunctionSpec, invoke, load_entries
+from local.functions import FunctionLoadError, FunctionSpec, check_loaded, invoke, load_entries
 
 log = logging.getLogger("local.host")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,10 @@ class WorkerExited(Exception):
     """The worker process ended while the invocation ran, or no worker could be started."""
 
 
+class FunctionTimedOut(Exception):
+    """The invocation ran past functionTimeout; its worker was restarted."""
+
+
 class WorkerStartError(RuntimeError):
     """The worker could not load the functions (an import error, a bad binding, missing settings)."""
 
@@ -91,8 +96,12 @@ class WorkerProcess:
         self._reader = threading.Thread(target=self._read_answers, name="worker-answers", daemon=True)
         self._reader.start()
 
-    def invoke(self, invocation: Invocation) -> None:
-        """Run one invocation in the worker; raises FunctionFailed or WorkerExited."""
+    def invoke(self, invocation: Invocation, timeout: float | None = None) -> None:
+        """Run one invocation in the worker; raises FunctionFailed, WorkerExited or FunctionTimedOut.
+
+        Past timeout (host.json's functionTimeout) the invocation fails and the worker is restarted, as the
+        Functions host restarts a language worker whose function timed out: a thread cannot be stopped.
+        """
         if not self._ready.wait(START_TIMEOUT_SECONDS):
             raise WorkerExited("no language worker is running")
         answer: Future[None] = Future()
@@ -106,7 +115,19 @@ class WorkerProcess:
             except OSError as exc:
                 self._pending.pop(invocation.invocation_id, None)
                 raise WorkerExited(f"the language worker is gone: {exc}") from exc
-        answer.result()
+        try:
+            answer.result(timeout)
+        except FutureTimeout:
+            with self._lock:
+                self._pending.pop(invocation.invocation_id, None)
+                process = self._process
+            log.error("Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating cancellation; "
+                      "restarting the language worker.", _timespan(timeout or 0), invocation.function_name,
+                      invocation.invocation_id)
+            if process is not None:
+                process.kill()  # the reader sees the pipe close, fails the rest and starts a new worker
+            raise FunctionTimedOut(f"Timeout value of {_timespan(timeout or 0)} was exceeded by function: "
+                                   f"Functions.{invocation.function_name}") from None
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """Ask the worker to finish what it runs and exit (called once the host's invocations are done)."""
@@ -213,6 +234,11 @@ class WorkerProcess:
         return False
 
 
+def _timespan(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
 # --- inside the worker process --------------------------------------------------------------------------------
 def serve(connection: Connection) -> None:
     """The worker's main loop: load the functions, then run what the host sends until it says stop."""
@@ -223,7 +249,7 @@ def serve(connection: Connection) -> None:
 
     configure_logging(config.log_level)
     try:
-        entries = load_entries(config.app_root, config.specs)
+        entries, load_errors = load_entries(config.app_root, config.specs)
     except Exception as exc:
         logging.getLogger("local.worker").exception("Loading the functions failed")
         connection.send(str(exc) or type(exc).__name__)
@@ -233,8 +259,11 @@ def serve(connection: Connection) -> None:
 
     def run(invocation: Invocation) -> None:
         try:
+            check_loaded(invocation.function_name, load_errors)
             invoke(entries[invocation.function_name], invocation.invocation_id, invocation.message)
             failure = None
+        except FunctionLoadError as exc:
+            failure = str(exc)
         except BaseException:
             failure = traceback.format_exc()
         with send_lock:

@@ -46,14 +46,14 @@ def main(item, context):
 
 
 def _app(tmp_path: Path, queues: dict[str, Any], sleep: float = 0.0, settings: dict[str, str] | None = None,
-         source: str = RECORDING_FUNCTION) -> str:
+         source: str = RECORDING_FUNCTION, queue_setting: str = "RECORDER_QUEUE", **host: Any) -> str:
     name = f"recorder_{uuid.uuid4().hex[:8]}"
-    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": queues}}))
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": queues}, **host}))
     folder = tmp_path / name
     folder.mkdir()
     (folder / "__init__.py").write_text(textwrap.dedent(source.replace("{sleep}", str(sleep))))
     (folder / "function.json").write_text(json.dumps({"bindings": [
-        {"name": "item", "type": "queueTrigger", "direction": "in", "queueName": "%RECORDER_QUEUE%",
+        {"name": "item", "type": "queueTrigger", "direction": "in", "queueName": f"%{queue_setting}%",
          "connection": "AzureWebJobsStorage"}]}))
     if settings is not None:
         (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": settings}))
@@ -144,10 +144,62 @@ def test_local_settings_values_are_loaded_and_the_environment_wins(tmp_path: Pat
     assert host.functions[0].queue_name == "from-env" and host.functions[0].name == name
 
 
-def test_a_binding_expression_naming_a_missing_setting_fails_at_load(tmp_path: Path, stack: Stack) -> None:
-    _app(tmp_path, {})
-    with pytest.raises(KeyError, match="RECORDER_QUEUE"):
-        LocalHost(tmp_path, {"AzureWebJobsStorage": stack.azurite.connection_string}).load()
+def test_a_binding_expression_naming_a_missing_setting_disables_only_that_function(
+        tmp_path: Path, stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    working = _app(tmp_path, {})
+    broken = _app(tmp_path, {}, queue_setting="NOT_SET_ANYWHERE")
+    host = LocalHost(tmp_path, {"AzureWebJobsStorage": stack.azurite.connection_string, "RECORDER_QUEUE": "q"})
+    host.load()
+    assert [spec.name for spec in host.functions] == [working]
+    assert f"Error indexing method 'Functions.{broken}'" in caplog.text and "NOT_SET_ANYWHERE" in caplog.text
+
+
+BROKEN_AT_IMPORT = """
+import os
+raise RuntimeError("BROKEN_SETTING is not set")  # as a function module that checks its settings at import
+"""
+
+
+@pytest.mark.parametrize("worker_process", [False, True], ids=["in-process", "worker"])
+def test_a_function_that_fails_to_load_fails_each_invocation_and_the_host_runs_on(
+        tmp_path: Path, stack: Stack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        worker_process: bool) -> None:
+    queues = {"messageEncoding": "none", "maxDequeueCount": 2, "visibilityTimeout": "00:00:01"}
+    working = _app(tmp_path, queues, source=WORKER_FUNCTION)
+    broken = _app(tmp_path, queues, source=BROKEN_AT_IMPORT, queue_setting="BROKEN_QUEUE")
+    queue, broken_queue = f"wrk-{uuid.uuid4().hex[:8]}", f"brk-{uuid.uuid4().hex[:8]}"
+    env = {**_worker_env(tmp_path, stack, queue), "BROKEN_QUEUE": broken_queue}
+    monkeypatch.setenv("RECORDER_FILE", env["RECORDER_FILE"])  # read by the function in-process too
+    stack.queue(broken_queue).send_message("for the broken function")
+    stack.queue(queue).send_message("for the working one")
+    host = LocalHost(tmp_path, env, max_polling_interval=0.1, worker_process=worker_process)
+    host.start()
+    try:
+        assert wait_for(lambda: stack.drain(broken_queue + "-poison"), 30, "poison") == ["for the broken function"]
+        wait_for(lambda: _records(tmp_path / "calls.jsonl"), 30, "the working function's invocation")
+        assert host.failures == 2  # each delivery of the broken function's message failed
+    finally:
+        host.stop()
+    assert f"Function '{broken}' failed to load: RuntimeError: BROKEN_SETTING is not set" in caplog.text
+    assert working != broken and stack.peek(queue) == []
+
+
+def test_an_invocation_past_function_timeout_fails_and_its_worker_is_restarted(
+        tmp_path: Path, stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    _app(tmp_path, {"messageEncoding": "none", "maxDequeueCount": 2, "visibilityTimeout": "00:00:01",
+                    "batchSize": 1, "newBatchThreshold": 0}, source=WORKER_FUNCTION, functionTimeout="00:00:01")
+    queue = f"wrk-{uuid.uuid4().hex[:8]}"
+    stack.queue(queue).send_message("slow one")  # sleeps 3 s
+    host = LocalHost(tmp_path, _worker_env(tmp_path, stack, queue), max_polling_interval=0.1, worker_process=True)
+    host.start()
+    try:
+        assert wait_for(lambda: stack.drain(queue + "-poison"), 60, "the slow message in poison") == ["slow one"]
+        wait_for(lambda: host.worker is not None and host.worker.starts == 3, 30, "a new worker after each timeout")
+        records = _records(tmp_path / "calls.jsonl")
+        assert [r["dequeueCount"] for r in records] == [1, 2] and len({r["pid"] for r in records}) == 2
+    finally:
+        host.stop()
+    assert "Timeout value of 00:00:01 exceeded by function" in caplog.text and host.failures == 2
 
 
 def test_host_json_values_are_read_as_the_host_reads_them() -> None:
@@ -159,12 +211,26 @@ def test_host_json_values_are_read_as_the_host_reads_them() -> None:
     assert parse_timespan("1.02:03:04.5") == 93784.5
 
 
-def test_the_app_fails_at_start_up_naming_a_missing_setting(stack: Stack) -> None:
+def test_the_app_with_a_missing_setting_keeps_running_and_fails_its_invocations_naming_it(stack: Stack) -> None:
+    """On Azure a bad setting does not stop the host: the function fails to load and each invocation fails."""
     env = {key: value for key, value in os.environ.items() if key != "PARTNER_CENTER_AUTH"}
-    result = subprocess.run([sys.executable, "-m", "local.host"], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 1
-    assert "PARTNER_CENTER_AUTH is not set" in result.stderr
+    host = subprocess.Popen([sys.executable, "-m", "local.host", "--max-polling-interval", "0.2"], cwd=PROJECT_ROOT,
+                            env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        stack.send({"customerId": str(uuid.uuid4()), "batchTrackingId": str(uuid.uuid4())})
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("Executed 'Functions.check_batch_status' (Failed" in line
+                                                      for line in lines):
+            lines.append(host.stdout.readline() if host.stdout else "")
+        assert host.poll() is None, "the host stopped"
+    finally:
+        host.terminate()
+        host.wait(30)
+    text = "".join(lines)
+    assert "Function 'check_batch_status' failed to load" in text and "PARTNER_CENTER_AUTH is not set" in text
+    assert "Executed 'Functions.check_batch_status' (Failed" in text
 
 
 # --- the language worker: functions run in their own process, as on Azure ------------------------------------
