@@ -183,3 +183,21 @@ def test_a_row_write_whose_response_was_lost_is_recognised_as_the_chains_own(sta
     assert row is not None and row["chainToken"] == successor["_batchwatch"]["token"]
     etag = stack.table("BATCH_TABLE_NAME").get_entity(customer, tracking).metadata["etag"]
     assert row["pollCount"] == 1 and etag == successor["_batchwatch"]["etag"]
+
+
+def test_answers_over_the_size_cap_end_the_batch_with_an_alert_naming_the_cause(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_settings(monkeypatch, PARTNER_CENTER_MAX_RESPONSE_BYTES="4096")
+    customer = _customer()
+    tracking = stack.upload(customer, [{"serialNumber": "HUGE-1"}]).rsplit("/", 1)[1]
+    stack.control("script", {"trackingId": tracking, "responses": ["big:100000"] * 3})
+    stack.start_host()
+    stack.send({"customerId": customer, "batchTrackingId": tracking})
+
+    row = stack.wait_final(customer, tracking)
+    [alert] = _alerts_of(stack, tracking, 1)
+    assert row["outcome"] == "response_too_large" and row["pollCount"] == 3
+    assert "over the cap of 4096 bytes on 3 polls in a row" in row["lastResult"]
+    assert alert["type"] == "batch_outcome" and alert["outcome"] == "response_too_large"
+    assert "over the cap of 4096 bytes" in alert["reason"]
+    assert "PARTNER_CENTER_MAX_RESPONSE_BYTES" in alert["remediation"]
