@@ -103,6 +103,17 @@ def parse_timespan(value: Any) -> float:
     return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
+def function_timeout(host_json: Mapping[str, Any]) -> float | None:
+    """host.json's functionTimeout in seconds; None for -1 (no limit). Flex Consumption's default is 30 minutes."""
+    value = host_json.get("functionTimeout", "00:30:00")
+    if str(value).strip() == "-1":
+        return None
+    seconds = parse_timespan(value)
+    if seconds <= 0:
+        raise ValueError(f"functionTimeout must be -1 or a positive TimeSpan, got {value!r}")
+    return seconds
+
+
 def load_local_settings(app_root: Path, env: MutableMapping[str, str]) -> None:
     path = app_root / "local.settings.json"
     if not path.exists():
@@ -132,8 +143,7 @@ class LocalHost:
         if max_polling_interval is not None:
             options = QueueOptions(**{**options.__dict__, "max_polling_interval": max_polling_interval})
         self.options = options
-        # Consumption's default is 5 minutes, Flex Consumption's 30; host.json sets it.
-        self.function_timeout = parse_timespan(host_json.get("functionTimeout", "00:30:00"))
+        self.function_timeout = function_timeout(host_json)
         self.lease_seconds = lease_seconds
         self.only = set(functions) if functions else None
         self.functions: list[FunctionSpec] = []

@@ -110,6 +110,7 @@ class WorkerProcess:
             if connection is None or not self._ready.is_set():
                 raise WorkerExited("the language worker is restarting")
             self._pending[invocation.invocation_id] = answer
+            process = self._process  # the worker this invocation runs in
             try:
                 connection.send(invocation)
             except OSError as exc:
@@ -120,11 +121,11 @@ class WorkerProcess:
         except FutureTimeout:
             with self._lock:
                 self._pending.pop(invocation.invocation_id, None)
-                process = self._process
+                running = self._process is process  # not replaced meanwhile (another timeout, a crash)
             log.error("Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating cancellation; "
                       "restarting the language worker.", _timespan(timeout or 0), invocation.function_name,
                       invocation.invocation_id)
-            if process is not None:
+            if running and process is not None:
                 process.kill()  # the reader sees the pipe close, fails the rest and starts a new worker
             raise FunctionTimedOut(f"Timeout value of {_timespan(timeout or 0)} was exceeded by function: "
                                    f"Functions.{invocation.function_name}") from None

@@ -30,6 +30,9 @@ from .policy import Finalize, PollResult, Requeue, StatusReceived
 from .results_store import BatchRow
 
 FINAL_MARK = "final:"  # chainToken while the holder finalises: final:<its token>
+# While the holder finalises, the row says its next step is due this much later, so no watchdog takes the
+# batch over during a long write (the host's functionTimeout).
+FINALISE_ALLOWANCE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,8 @@ def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, n
     if batch is not None:
         row.update(status=batch.status, deviceCount=len(batch.devices), failedDeviceCount=len(failed),
                    inProgressDeviceCount=len(in_progress), **batch_times(batch))
-    claim = RowWrite({"chainToken": FINAL_MARK + state.token, "lastPolledAt": now}, state.etag,
-                     FINAL_MARK + state.token)
+    claim = RowWrite({"chainToken": FINAL_MARK + state.token, "lastPolledAt": now,
+                      "nextPollAt": now + FINALISE_ALLOWANCE}, state.etag, FINAL_MARK + state.token)
     summary = (f"final: {decision.outcome.value} ({decision.reason}); {context.device_count} devices, "
                f"{len(failed)} failed, {len(in_progress)} still in progress; {len(chunks)} failure chunks")
     return FinalPlan(claim, batch if batch and batch.devices else None, tuple(chunks), row, summary)

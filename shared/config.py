@@ -228,7 +228,8 @@ def _partner_center(reader: _Reader) -> PartnerCenterSettings:
         locale=reader.text("PARTNER_CENTER_LOCALE", "en-US"),
         connect_timeout=reader.seconds("PARTNER_CENTER_CONNECT_TIMEOUT_SECONDS", 5, minimum=0.1, maximum=120),
         read_timeout=reader.seconds("PARTNER_CENTER_READ_TIMEOUT_SECONDS", 30, minimum=0.1, maximum=300),
-        call_deadline=reader.seconds("PARTNER_CENTER_CALL_DEADLINE_SECONDS", 120, minimum=1, maximum=300),
+        # A poll makes at most POLL_BUDGET_CALLS calls' worth of requests: 3 x 180 s stays inside functionTimeout.
+        call_deadline=reader.seconds("PARTNER_CENTER_CALL_DEADLINE_SECONDS", 120, minimum=1, maximum=180),
         max_response_bytes=int(reader.seconds("PARTNER_CENTER_MAX_RESPONSE_BYTES", 64 * 1024 * 1024,
                                               minimum=1024, maximum=1024**3)),
         max_decompressed_bytes=int(reader.seconds("PARTNER_CENTER_MAX_DECOMPRESSED_BYTES", 128 * 1024 * 1024,

@@ -87,7 +87,8 @@ class FailureNotifier:
         elif isinstance(result, RetryLater):
             self._retry(sending, result)
         elif isinstance(result, Rejected):
-            self._record(sending, {"status": "rejected", "lastError": result.reason})
+            if not self._record(sending, {"status": "rejected", "lastError": result.reason}):
+                return  # another copy holds the claim now and will finish this alert
             self._poison(chunk.to_json(), result.reason)
             log.error("alert refused: %s; the chunk is in %s", result.reason,
                       poison_queue_name(self.settings.failure_queue))
@@ -97,7 +98,8 @@ class FailureNotifier:
         attempts = chunk.delivery_attempt + 1
         if attempts >= self.settings.alert_max_attempts:
             reason = f"webhook delivery gave up after {attempts} attempts: {result.reason}"
-            self._record(sending, {"status": "failed", "lastError": reason})
+            if not self._record(sending, {"status": "failed", "lastError": reason}):
+                return  # another copy holds the claim now and will finish this alert
             self._poison(chunk.to_json(), reason)
             log.error("%s; the chunk is in %s", reason, poison_queue_name(self.settings.failure_queue))
             return

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
+from .ids import InvalidIdError, normalize_guid
 from .models import DeviceStatus, Outcome
 
 # A queue message holds 64 KiB. The SDK sends the text inside XML, so the budget is measured on the
@@ -117,8 +118,9 @@ class FailureChunk:
             raise BadChunkError("failure chunk is not a JSON object")
         if document.get("type") not in CHUNK_TYPES:
             raise BadChunkError(f"failure chunk type must be one of {', '.join(CHUNK_TYPES)}")
-        alert, customer, tracking, outcome = (_text(document, name, 64, required=True) or ""
-                                               for name in ("alertId", "customerId", "batchTrackingId", "outcome"))
+        # The ids become AlertLog keys, a request header and log fields: only GUIDs, as check_batch_status writes.
+        alert, customer, tracking = (_guid(document, name) for name in ("alertId", "customerId", "batchTrackingId"))
+        outcome = _text(document, "outcome", 64, required=True) or ""
         chunk, chunks = _count(document, "chunk", minimum=1), _count(document, "chunks", minimum=1)
         if chunk > chunks:
             raise BadChunkError(f"failure chunk says it is part {chunk} of {chunks}")
@@ -134,7 +136,7 @@ class FailureChunk:
             device_count=_count(document, "deviceCount"),
             failed_device_count=_count(document, "failedDeviceCount"),
             in_progress_device_count=_count(document, "inProgressDeviceCount"),
-            correlation_id=_text(document, "correlationId", 64),
+            correlation_id=_guid(document, "correlationId") if document.get("correlationId") is not None else None,
             source=_text(document, "source", MAX_SOURCE_CHARS),
             reason=_text(document, "reason", MAX_REASON_CHARS * 2),
             delivery_attempt=_delivery_attempt(document.get(DELIVERY_KEY)),
@@ -237,6 +239,13 @@ def _text(document: Mapping[str, Any], name: str, limit: int, required: bool = F
     if len(value) > limit:
         raise BadChunkError(f"failure chunk's {name} is longer than {limit} characters")
     return value
+
+
+def _guid(document: Mapping[str, Any], name: str) -> str:
+    try:
+        return normalize_guid(document.get(name), f"failure chunk's {name}")
+    except InvalidIdError as exc:
+        raise BadChunkError(str(exc) if document.get(name) is not None else f"failure chunk has no {name}") from exc
 
 
 def _count(document: Mapping[str, Any], name: str, minimum: int = 0) -> int:

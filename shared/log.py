@@ -35,7 +35,9 @@ class ContextLogger(logging.LoggerAdapter):  # type: ignore[type-arg,unused-igno
     """
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        fields = " ".join(f"{key}={loggable(value, 200)}" for key, value in (self.extra or {}).items() if value)
+        # The fields become part of the format string: a % in a value must not be read as a placeholder.
+        fields = " ".join(f"{key}={loggable(value, 200)}".replace("%", "%%")
+                          for key, value in (self.extra or {}).items() if value)
         return (f"{msg} [{fields}]" if fields else msg), kwargs
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:

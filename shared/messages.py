@@ -7,7 +7,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .ids import InvalidIdError, normalize_guid, parse_location
@@ -68,9 +68,7 @@ class ChainState:
         if not isinstance(data, dict) or data.get("v") != 1:
             raise BadMessageError(f"'{STATE_KEY}' is not batchwatch requeue state (version 1)")
         try:
-            first_seen = datetime.fromisoformat(data["firstSeenAt"])
-            if first_seen.tzinfo is None:
-                raise ValueError("firstSeenAt has no time zone")
+            first_seen = _first_seen(data["firstSeenAt"])
             state = cls(
                 token=_token(data["token"], "token"),
                 first_seen_at=first_seen,
@@ -81,11 +79,30 @@ class ChainState:
                 etag=_etag(data.get("etag")),
                 watch=None if data.get("watch") is None else _token(data["watch"], "watch"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, BadMessageError):
                 raise
             raise BadMessageError(f"'{STATE_KEY}' requeue state is malformed: {exc}") from exc
         return state
+
+
+# firstSeenAt is written into the batch row as Edm.DateTime, which holds 1601..9999, and the deadline counts
+# from it: a time in the future would keep a batch polling for ever.
+EARLIEST_FIRST_SEEN = datetime(1601, 1, 2, tzinfo=UTC)
+FUTURE_SLACK = timedelta(hours=1)
+
+
+def _first_seen(value: Any) -> datetime:
+    first_seen = datetime.fromisoformat(value)
+    if first_seen.tzinfo is None:
+        raise ValueError("firstSeenAt has no time zone")
+    try:
+        first_seen = first_seen.astimezone(UTC)
+    except OverflowError:  # at the edges of the calendar
+        raise ValueError("firstSeenAt is outside the calendar once in UTC") from None
+    if first_seen < EARLIEST_FIRST_SEEN:
+        raise ValueError("firstSeenAt is before 1601")
+    return first_seen
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,11 @@ def decode_message_text(body: bytes) -> str:
         raise BadMessageError("message is not JSON, and as base64 it decodes to bytes that are not UTF-8 text") from exc
 
 
-def parse_status_request(body: bytes) -> StatusRequest:
+def parse_status_request(body: bytes, now: datetime | None = None) -> StatusRequest:
+    """The request in a status message; BadMessageError says why a message can never be processed.
+
+    now: the clock, to refuse requeue state whose firstSeenAt lies in the future (the deadline counts from it).
+    """
     text = decode_message_text(body)
     try:
         document = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
@@ -153,6 +174,9 @@ def parse_status_request(body: bytes) -> StatusRequest:
             raise BadMessageError(str(exc)) from exc
     source = _optional_text(document.get("source"), "source", MAX_SOURCE_LENGTH)
     state = ChainState.from_json(document[STATE_KEY]) if STATE_KEY in document else None
+    if state is not None and now is not None and state.first_seen_at > now + FUTURE_SLACK:
+        raise BadMessageError(f"'{STATE_KEY}' requeue state says the batch was first seen in the future "
+                              f"({state.first_seen_at.isoformat()})")
     return StatusRequest(customer_id, tracking_id, correlation_id, source or None, state)
 
 

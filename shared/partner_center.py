@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import requests
 
 from .auth import TokenSource, classify_token_failure
+from .bounded_http import Answer, DeadlineExceeded, ResponseTooLarge, request_within
 from .config import PartnerCenterSettings
-from .http import DeadlineExceeded, ResponseTooLarge, call_deadline, pooled_session, read_capped
+from .http import pooled_session
 from .ids import normalize_guid
 from .log import context_logger
 from .policy import Denied, NotFound, PollResult, StatusReceived, Throttled, TooLarge, Transient
@@ -21,6 +21,7 @@ from .status_parser import MalformedStatusError, parse_batch_status
 
 log = context_logger("batchwatch.partner_center")
 IN_PROCESS_RETRY_DELAYS = (0.5, 1.5)
+POLL_BUDGET_CALLS = 3  # a poll, retries and token refresh included, ends within this many call deadlines
 
 
 class PartnerCenterClient:
@@ -31,12 +32,14 @@ class PartnerCenterClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         retry_delays: Sequence[float] = IN_PROCESS_RETRY_DELAYS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
         self._session = session or pooled_session()
         self._sleep = sleep
         self._retry_delays = tuple(retry_delays)
+        self._monotonic = monotonic
         self.request_count = 0
 
     def status_url(self, customer_id: str, batch_tracking_id: str) -> str:
@@ -45,19 +48,26 @@ class PartnerCenterClient:
         return f"{self._settings.base_url}/v1/customers/{customer}/batchJobStatus/{tracking}"
 
     def get_batch_status(self, customer_id: str, batch_tracking_id: str, correlation_id: str) -> PollResult:
-        """One poll: a short in-process retry of quick transient faults, never a long sleep."""
+        """One poll: a short in-process retry of quick transient faults, never a long sleep.
+
+        Every request of the poll (retries and the token refresh included) ends within POLL_BUDGET_CALLS call
+        deadlines in all, so a poll always fits inside the function's timeout.
+        """
         url = self.status_url(customer_id, batch_tracking_id)
+        budget_end = self._monotonic() + POLL_BUDGET_CALLS * self._settings.call_deadline
         result: PollResult = Transient("not attempted")
         for pause in (*self._retry_delays, None):
-            result = self._get(url, batch_tracking_id, correlation_id)
+            result = self._get(url, batch_tracking_id, correlation_id, budget_end)
             if not isinstance(result, Transient) or not result.retry_now or pause is None:
+                return result
+            if budget_end - self._monotonic() < pause + 1:
                 return result
             log.info("transient Partner Center fault (%s); retrying in %.1f s [correlationId=%s]",
                      result.reason, pause, correlation_id)
             self._sleep(pause)
         return result
 
-    def _get(self, url: str, batch_tracking_id: str, correlation_id: str) -> PollResult:
+    def _get(self, url: str, batch_tracking_id: str, correlation_id: str, budget_end: float) -> PollResult:
         refreshed = False
         while True:
             try:
@@ -65,8 +75,11 @@ class PartnerCenterClient:
             except Exception as exc:  # azure-identity raises several types; classify_token_failure sorts them
                 self._tokens.discard()
                 return _token_failure(exc, correlation_id)
-            answer = self._send(url, token, correlation_id)
-            if not isinstance(answer, _Answer):
+            remaining = budget_end - self._monotonic()
+            if remaining < 1:
+                return Transient("the poll's time budget is spent", retry_now=False)
+            answer = self._send(url, token, correlation_id, min(self._settings.call_deadline, remaining))
+            if not isinstance(answer, Answer):
                 return answer
             if answer.status_code == 401 and not refreshed:
                 log.info("401 from Partner Center; fetching a new token once [correlationId=%s]", correlation_id)
@@ -74,8 +87,8 @@ class PartnerCenterClient:
                 continue
             return self._classify(answer, batch_tracking_id, correlation_id)
 
-    def _send(self, url: str, token: str, correlation_id: str) -> _Answer | Transient | TooLarge:
-        """GET within the call deadline, the body read under the size caps."""
+    def _send(self, url: str, token: str, correlation_id: str, deadline: float) -> Answer | Transient | TooLarge:
+        """GET within the deadline, the body of a 200 read under the size caps."""
         settings = self._settings
         headers = {
             "Authorization": f"Bearer {token}",
@@ -86,28 +99,24 @@ class PartnerCenterClient:
         }
         self.request_count += 1
         try:
-            with call_deadline(settings.call_deadline):
-                response = self._session.get(url, headers=headers, stream=True, allow_redirects=False,
-                                             timeout=(settings.connect_timeout, settings.read_timeout))
-                with response:
-                    body = b""
-                    if response.status_code == 200:
-                        body = read_capped(response, settings.max_response_bytes, settings.max_decompressed_bytes)
-                    return _Answer(response.status_code, response.headers, body)
+            return request_within(self._session, "GET", url, deadline=deadline, headers=headers,
+                                  max_bytes=settings.max_response_bytes,
+                                  max_decoded_bytes=settings.max_decompressed_bytes, allow_redirects=False,
+                                  timeout=(settings.connect_timeout, settings.read_timeout))
         except ResponseTooLarge as exc:
             log.warning("Partner Center's answer was too large: %s [correlationId=%s]", exc, correlation_id)
             return TooLarge(f"answer too large: {exc}")
         except DeadlineExceeded:
             return Transient(f"no complete answer within PARTNER_CENTER_CALL_DEADLINE_SECONDS "
-                             f"({settings.call_deadline:g} s)", retry_now=False)
+                             f"({deadline:g} s)", retry_now=False)
         except requests.Timeout:
             return Transient("timeout")
         except requests.ConnectionError as exc:
             return Transient(f"connection error: {type(exc).__name__}")
         except requests.RequestException as exc:
-            return Transient(f"request failed: {type(exc).__name__}")
+            return Transient(f"request failed: {type(exc).__name__}: {str(exc)[:200]}")
 
-    def _classify(self, answer: _Answer, batch_tracking_id: str, correlation_id: str) -> PollResult:
+    def _classify(self, answer: Answer, batch_tracking_id: str, correlation_id: str) -> PollResult:
         code = answer.status_code
         if code == 200:
             try:
@@ -130,15 +139,6 @@ class PartnerCenterClient:
         log.warning("unexpected HTTP %d from Partner Center (MS-RequestId %s) [correlationId=%s]",
                     code, answer.headers.get("MS-RequestId"), correlation_id)
         return Transient(f"HTTP {code}")
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """A complete HTTP answer from Partner Center (the body is read only for a 200)."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

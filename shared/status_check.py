@@ -61,7 +61,7 @@ class StatusCheck:
 
     def handle(self, body: bytes, message_id: str = "", dequeue_count: int = 1) -> None:
         try:
-            request = parse_status_request(body)
+            request = parse_status_request(body, self.clock())
         except BadMessageError as exc:
             self.reject(body, str(exc), message_id)
             return
@@ -98,6 +98,7 @@ class StatusCheck:
             if result is None:
                 result = self.partner_center.get_batch_status(held.customer_id, held.batch_tracking_id,
                                                               held.correlation_id or "")
+                now = self.clock()  # a poll can take a while: decide and write with the time it ended
             if self._after_poll(held, result, decide_next(held, result, now, self.settings, self.rng), now, log):
                 return
         raise RowKeptChangingError("the batch row kept changing while this message tried to hold its chain")
@@ -119,8 +120,11 @@ class StatusCheck:
         if isinstance(resolution, Claim):
             self.store.write_tracking_index(request.customer_id, request.batch_tracking_id)
             etag = self.store.create_batch(request.customer_id, request.batch_tracking_id, resolution.fields)
-            if etag is None:
-                return Step.CONFLICT  # another copy of this message created the row first
+            if etag is None:  # the row exists: created by another copy, or by this create whose answer was lost
+                row = self.store.get_batch(request.customer_id, request.batch_tracking_id)
+                if row is None or row.chain_token != request.state.token:
+                    return Step.CONFLICT
+                etag = row.etag
             log.info("tracking a new batch for customer %s", request.customer_id)
         else:
             etag = self._write(request, RowWrite(resolution.fields, resolution.etag, resolution.fields["chainToken"]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.data.tables import EdmType, EntityProperty
@@ -25,6 +25,7 @@ TRANSACTION_LIMIT = 100
 SHORTEST_CUT = 1024  # a string cut to fit the entity keeps at least this many code units
 TRUNCATED_MARKER = "truncatedFields"  # names of the properties cut short, comma-separated
 FOLDED_PROPERTY = "extraFields"  # JSON of the fields that could not be properties of their own
+EARLIEST_TIME = datetime(1601, 1, 1, tzinfo=UTC)
 _INT32 = range(-(2**31), 2**31)
 _INT64 = range(-(2**63), 2**63)
 
@@ -39,7 +40,8 @@ def fit_entity(entity: Mapping[str, Any], foldable: Iterable[str] = ()) -> dict[
     truncated: list[str] = []
     foldable = set(foldable)
     for name, value in entity.items():
-        if name in foldable and (len(name) > MAX_PROPERTY_NAME or len(fitted) >= MAX_OWN_PROPERTIES):
+        if name in foldable and (len(name) > MAX_PROPERTY_NAME or len(fitted) >= MAX_OWN_PROPERTIES
+                                 or name in (FOLDED_PROPERTY, TRUNCATED_MARKER)):
             folded[name] = value
             continue
         fitted[name], was_cut = storable_value(value)
@@ -62,7 +64,9 @@ def fit_entity(entity: Mapping[str, Any], foldable: Iterable[str] = ()) -> dict[
 
 def storable_value(value: Any) -> tuple[Any, bool]:
     """(the value as Table Storage can hold it, whether text was cut)."""
-    if isinstance(value, bool) or value is None or isinstance(value, datetime):
+    if isinstance(value, datetime):  # Edm.DateTime holds 1601..9999 (UTC); outside it the value is absent
+        return (value, False) if _storable_time(value) else (None, False)
+    if isinstance(value, bool) or value is None:
         return value, False
     if isinstance(value, int):
         if value in _INT32:
@@ -76,6 +80,14 @@ def storable_value(value: Any) -> tuple[Any, bool]:
         cut = cut_utf16(value, MAX_STRING_UNITS)
         return cut, len(cut) != len(value)
     return value, False
+
+
+def _storable_time(value: datetime) -> bool:
+    try:
+        in_utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:
+        return False
+    return in_utc >= EARLIEST_TIME
 
 
 def utf16_units(text: str) -> int:

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 import requests
 
 from .alert_log import CLAIM_SECONDS
-from .http import DeadlineExceeded, call_deadline, pooled_session
+from .bounded_http import DeadlineExceeded, request_within
+from .http import pooled_session
 from .log import redact_from_library_logs
 from .partner_center import parse_retry_after
 
@@ -59,13 +60,11 @@ class WebhookSender:
         return webhook_host(self._url)
 
     def send(self, payload: dict[str, Any], alert_id: str) -> DeliveryResult:
-        try:
-            with call_deadline(self._deadline):
-                response = self._session.post(
-                    self._url, json=payload, timeout=self._timeout, allow_redirects=False, stream=True,
-                    headers={"Idempotency-Key": alert_id, "X-Batchwatch-Alert-Id": alert_id},
-                )
-                response.close()  # only the status and headers matter; the body is never read
+        try:  # only the status and headers matter: the body is never read
+            response = request_within(self._session, "POST", self._url, deadline=self._deadline, max_bytes=0,
+                                      max_decoded_bytes=0, read_body=lambda status: False, json=payload,
+                                      timeout=self._timeout, allow_redirects=False,
+                                      headers={"Idempotency-Key": alert_id, "X-Batchwatch-Alert-Id": alert_id})
         except DeadlineExceeded:
             return RetryLater(f"webhook gave no answer within {self._deadline:g} s")
         except requests.Timeout:

@@ -154,23 +154,45 @@ def test_a_stale_copy_of_a_chain_message_never_finalises_a_batch_it_does_not_hol
     assert len(stack.drain(stack.env["FAILURE_QUEUE_NAME"])) == 1
 
 
-def test_a_row_write_whose_response_was_lost_is_recognised_as_the_chains_own(stack: Stack) -> None:
-    """The merge succeeds, its response is lost (503), the SDK retries it and gets 412: the chain carries on."""
-    app = get_app()
-    clients = app.clients
+def _lose_the_first_answer_to(method: str, succeeded: int) -> list[str]:
+    """The first such request to the batch table succeeds, but its client sees 503, as after a gateway
+    timeout once the write committed: the SDK retries it (POST and PATCH are retried on 503)."""
+    clients = get_app().clients
     lost: list[str] = []
     options = clients._client_options
 
-    def lose_first_merge_response(response: Any) -> None:
+    def lose(response: Any) -> None:
         request = response.http_request
-        if request.method in ("PATCH", "MERGE") and request.headers.get("If-Match") and not lost \
-                and response.http_response.status_code == 204:
+        conditional = method != "PATCH" or request.headers.get("If-Match")  # not the tracking-index upsert
+        if request.method == method and not lost and response.http_response.status_code == succeeded \
+                and "/Batch" in request.url and conditional:
             lost.append(request.url)
-            response.http_response.status_code = 503  # as a gateway would answer after the write committed
+            response.http_response.status_code = 503
 
     clients._client_options = lambda service: {**options(service),  # type: ignore[method-assign]
-                                               "raw_response_hook": lose_first_merge_response}
+                                               "raw_response_hook": lose}
     clients._tables.clear()
+    return lost
+
+
+def test_a_create_whose_response_was_lost_is_recognised_as_the_chains_own(stack: Stack) -> None:
+    """The create succeeds, its answer is lost, the SDK retries and gets 409: the message polls on."""
+    lost = _lose_the_first_answer_to("POST", 201)
+    stack.control("config", {"queuedSeconds": 600})
+    customer = _customer()
+    tracking = stack.upload(customer, [{"serialNumber": "LOST-0"}]).rsplit("/", 1)[1]
+    get_app().status_check.handle(json.dumps({"customerId": customer, "batchTrackingId": tracking}).encode())
+
+    assert lost, "no create response was lost"
+    successor = json.loads(_next_message(stack))["_batchwatch"]
+    assert "watch" not in successor and successor["attempt"] == 1  # it polled: no watchdog of its own row
+    assert stack.batch_row(customer, tracking)["pollCount"] == 1  # type: ignore[index]
+
+
+def test_a_row_write_whose_response_was_lost_is_recognised_as_the_chains_own(stack: Stack) -> None:
+    """The merge succeeds, its response is lost (503), the SDK retries it and gets 412: the chain carries on."""
+    app = get_app()
+    lost = _lose_the_first_answer_to("PATCH", 204)
     stack.control("config", {"queuedSeconds": 600})
     customer = _customer()
     tracking = stack.upload(customer, [{"serialNumber": "LOST-1"}]).rsplit("/", 1)[1]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from local.host import LocalHost, QueueOptions, parse_timespan
+from local.host import LocalHost, QueueOptions, function_timeout, parse_timespan
 from tests.conftest import PROJECT_ROOT, Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -209,6 +209,8 @@ def test_host_json_values_are_read_as_the_host_reads_them() -> None:
     assert (options.visibility_timeout, options.max_polling_interval) == (60, 10)
     assert QueueOptions.from_host_json({}).threshold == 8 and QueueOptions.from_host_json({}).batch_size == 16
     assert parse_timespan("1.02:03:04.5") == 93784.5
+    assert function_timeout({"functionTimeout": "00:10:00"}) == 600 and function_timeout({}) == 1800
+    assert function_timeout({"functionTimeout": "-1"}) is None and function_timeout({"functionTimeout": -1}) is None
 
 
 def test_the_app_with_a_missing_setting_keeps_running_and_fails_its_invocations_naming_it(stack: Stack) -> None:

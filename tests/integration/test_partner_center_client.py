@@ -300,3 +300,15 @@ def test_an_unreachable_managed_identity_endpoint_is_transient(sim: SimulatorSer
     assert isinstance(result, Transient) and "unavailable" in result.reason
     entra.faults.clear()
     assert isinstance(client.get_batch_status(CUSTOMER, tracking, "c"), StatusReceived)
+
+
+def test_a_poll_stops_retrying_when_its_time_budget_is_spent(sim: SimulatorServer) -> None:
+    """Retries and a token refresh together stay within 3 call deadlines, so a poll fits the function's timeout."""
+    tracking = _upload(sim)
+    _script(sim, tracking, "503", "503", "503")
+    clock = iter(float(step) for step in range(0, 100, 2))  # each look at the clock finds 2 s more gone
+    settings = replace(_settings(sim), call_deadline=2.0)
+    client = PartnerCenterClient(settings, TokenSource(lambda: build_credential(settings), settings.scope),
+                                 sleep=lambda _: None, monotonic=lambda: next(clock))
+    result = client.get_batch_status(CUSTOMER, tracking, "c")
+    assert isinstance(result, Transient) and client.request_count == 1  # the second try would not fit in 6 s

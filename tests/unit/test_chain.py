@@ -8,6 +8,7 @@ import pytest
 
 from shared.chain import (
     FINAL_MARK,
+    FINALISE_ALLOWANCE,
     Claim,
     Drop,
     Poll,
@@ -130,6 +131,8 @@ def _final(outcome: Outcome, result: object, reason: str = "why") -> object:
 def test_a_final_marks_the_row_for_its_holder_first() -> None:
     plan = _final(Outcome.COMPLETED, StatusReceived(BatchStatus(None, "finished", None, None, ())))
     assert plan.claim.fields["chainToken"] == FINAL_MARK + "aaaa" and plan.claim.etag == "row-etag"  # type: ignore
+    # no watchdog may take the batch over while its holder writes it: the next step is due later
+    assert plan.claim.fields["nextPollAt"] == NOW + FINALISE_ALLOWANCE  # type: ignore[attr-defined]
     assert plan.row["chainToken"] == "" and plan.row["pollCount"] == 8 and plan.chunks == ()  # type: ignore
 
 

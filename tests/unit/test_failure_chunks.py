@@ -15,7 +15,8 @@ from shared.failure_chunks import (
 )
 from shared.models import DeviceStatus, Outcome
 
-CONTEXT = BatchContext("c" * 36, "t" * 36, Outcome.COMPLETED_WITH_FAILURES, "r" * 36, "job")
+CONTEXT = BatchContext("47021739-3426-40bf-9601-61b4b6d7c793", "0127ed8e-ff72-4983-a3d8-e8d8bd378932",
+                       Outcome.COMPLETED_WITH_FAILURES, "6f1b1a52-0000-4000-8000-000000000001", "job")
 QUEUE_MESSAGE_LIMIT = 64 * 1024
 
 
@@ -77,7 +78,7 @@ def test_every_chunk_fits_a_queue_message_whatever_the_devices_hold(rows: list[t
 
 
 def test_batch_outcome_chunk_has_the_reason_and_no_devices() -> None:
-    context = BatchContext("c", "t", Outcome.NOT_FOUND, None, None)
+    context = BatchContext(CONTEXT.customer_id, CONTEXT.batch_tracking_id, Outcome.NOT_FOUND, None, None)
     document = json.loads(batch_outcome_chunk(context, "404 for 900 s").to_json())
     assert document["type"] == "batch_outcome" and document["outcome"] == "not_found"
     assert document["devices"] == [] and document["reason"] == "404 for 900 s"
@@ -95,6 +96,8 @@ def _chunk_document(**changes: object) -> str:
     {"chunk": 0}, {"chunk": 2, "chunks": 1}, {"chunks": True}, {"chunk": 10**20}, {"deviceCount": -5},
     {"alertId": ""}, {"outcome": None}, {"devices": [{"serialNumber": 12}]}, {"devices": "none"},
     {"source": "s" * 300}, {"reason": ["a"]},
+    {"alertId": "a/b#\n"}, {"customerId": "contoso"}, {"batchTrackingId": "0127ed8e-ff72-4983-a3d8-e8d8bd378932\n"},
+    {"correlationId": "%s%s%s"}, {"alertId": None},
 ], ids=str)
 def test_hostile_chunk_state_is_a_bad_chunk_with_a_reason(changes: dict) -> None:
     with pytest.raises(BadChunkError) as raised:

@@ -47,3 +47,4 @@ def test_the_environment_is_read_once_per_host(monkeypatch: pytest.MonkeyPatch) 
     assert session.merge_environment_settings(URLS[0], {}, None, None, None)["proxies"].get("https") != (
         "changed by a caller"
     )
+

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from shared.http import DeadlineExceeded, ResponseTooLarge, call_deadline, pooled_session, read_capped
+from shared.bounded_http import Answer, DeadlineExceeded, ResponseTooLarge, request_within
+from shared.http import pooled_session
 
 Script = Callable[[socket.socket], None]
 
@@ -74,35 +75,53 @@ def _answer(status: str, headers: dict[str, str], body: bytes) -> Script:
     return script
 
 
+def _get(url: str, session: requests.Session | None = None, deadline: float = 10, max_bytes: int = 10**7,
+         max_decoded_bytes: int = 10**7, timeout: object = 5) -> Answer:
+    return request_within(session or pooled_session(), "GET", url, deadline=deadline, max_bytes=max_bytes,
+                          max_decoded_bytes=max_decoded_bytes, timeout=timeout)
+
+
 @pytest.mark.parametrize("script", [
     _drip(b"HTTP/1.1 200 OK\r\n", b"X"),  # headers that never end
     _drip(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"{"),  # a body that never ends
 ], ids=["headers", "body"])
 def test_a_slow_drip_ends_at_the_call_deadline(server: Callable[[Script], str], script: Script) -> None:
     url = server(script)
-    session = pooled_session()
     started = time.monotonic()
-    with pytest.raises(DeadlineExceeded), call_deadline(1.0):
-        response = session.get(url, timeout=(5, 5), stream=True)
-        read_capped(response, 10**6, 10**6)
+    with pytest.raises(DeadlineExceeded):
+        _get(url, deadline=1.0, timeout=(5, 5))
     assert time.monotonic() - started < 10  # the drip would have gone on for 30 s
 
 
 def test_a_declared_length_over_the_cap_is_refused_before_reading(server: Callable[[Script], str]) -> None:
     url = server(_answer("200 OK", {}, b"x" * 5000))
-    with call_deadline(10):
-        response = pooled_session().get(url, timeout=5, stream=True)
-        with pytest.raises(ResponseTooLarge, match="5000 bytes is over the cap of 1000"):
-            read_capped(response, 1000, 10**6)
+    with pytest.raises(ResponseTooLarge, match="5000 bytes is over the cap of 1000"):
+        _get(url, max_bytes=1000)
+
+
+def test_a_chunked_answer_over_the_cap_is_refused_as_it_arrives(server: Callable[[Script], str]) -> None:
+    def chunked(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        for _ in range(100):  # 100 chunks of 10,000 bytes, no Content-Length
+            connection.sendall(b"2710\r\n" + b"y" * 10_000 + b"\r\n")
+        connection.sendall(b"0\r\n\r\n")
+
+    url = server(chunked)
+    with pytest.raises(ResponseTooLarge, match="over 100000 bytes arrived"):
+        _get(url, max_bytes=100_000)
+
+
+def test_an_unknown_content_encoding_is_refused(server: Callable[[Script], str]) -> None:
+    url = server(_answer("200 OK", {"Content-Encoding": "br"}, b"not brotli"))
+    with pytest.raises(requests.exceptions.ContentDecodingError, match="unsupported Content-Encoding"):
+        _get(url)
 
 
 def test_a_compressed_bomb_is_stopped_at_the_decompressed_cap(server: Callable[[Script], str]) -> None:
     bomb = gzip.compress(b"0" * 50_000_000)  # 50 MB in about 50 KB
     url = server(_answer("200 OK", {"Content-Encoding": "gzip"}, bomb))
-    with call_deadline(10):
-        response = pooled_session().get(url, timeout=5, stream=True)
-        with pytest.raises(ResponseTooLarge, match="decompressed to over 1000000 bytes"):
-            read_capped(response, 10**6, 10**6)
+    with pytest.raises(ResponseTooLarge, match="decompressed to over 1000000 bytes"):
+        _get(url, max_bytes=10**6, max_decoded_bytes=10**6)
 
 
 def test_a_normal_answer_inside_the_deadline_is_read_and_later_calls_are_unaffected(
@@ -111,10 +130,9 @@ def test_a_normal_answer_inside_the_deadline_is_read_and_later_calls_are_unaffec
     url = server(_answer("200 OK", {"Content-Encoding": "gzip"}, body))
     session = pooled_session()
     for _ in range(3):
-        with call_deadline(0.5):
-            response = session.get(url, timeout=5, stream=True)
-            assert read_capped(response, 1000, 1000) == b'{"status": "finished"}'
-    time.sleep(0.7)  # past every deadline: a cancelled timer must not break a later call
+        answer = _get(url, session=session, deadline=0.5, max_bytes=1000, max_decoded_bytes=1000)
+        assert answer.body == b'{"status": "finished"}' and answer.status_code == 200
+    time.sleep(0.7)  # past every deadline: a finished deadline must not break a later call
     assert session.get(url, timeout=5).status_code == 200
 
 

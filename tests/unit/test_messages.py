@@ -102,3 +102,16 @@ def test_hostile_chain_state_is_a_bad_message(state: dict) -> None:
     body = _body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, STATE_KEY: {**valid, **state}})
     with pytest.raises(BadMessageError, match=r"_batchwatch|token|watch|etag|attempt|errors|authFailures"):
         parse_status_request(body)
+
+
+@pytest.mark.parametrize("first_seen", [
+    "0001-01-01T00:00:00+14:00",  # OverflowError when turned into UTC
+    "1500-06-01T00:00:00+00:00",  # before what Table Storage holds
+    "2026-01-01T00:00:00",  # no time zone
+    "2099-01-01T00:00:00+00:00",  # in the future: the batch would never time out
+], ids=str)
+def test_a_hostile_first_seen_time_is_a_bad_message(first_seen: str) -> None:
+    state = {"v": 1, "token": "ab12", "firstSeenAt": first_seen}
+    body = _body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, STATE_KEY: state})
+    with pytest.raises(BadMessageError, match=r"firstSeenAt|first seen"):
+        parse_status_request(body, datetime(2026, 11, 24, tzinfo=UTC))

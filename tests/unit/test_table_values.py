@@ -53,3 +53,12 @@ def test_transactions_are_split_by_size_as_well_as_by_count() -> None:
     groups = list(transaction_groups(large))
     assert len(groups) > 1 and sum(len(group) for group in groups) == 100
     assert all(len(json.dumps(group).encode()) < 4 * 1024 * 1024 for group in groups)
+
+
+def test_times_table_storage_cannot_hold_are_left_out() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    edge = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    entity = fit_entity({"PartitionKey": "p", "RowKey": "r", "early": datetime(1500, 1, 1, tzinfo=UTC),
+                         "edge": edge, "fine": datetime(2026, 1, 1, tzinfo=UTC)})
+    assert entity["early"] is None and entity["edge"] is None and entity["fine"].year == 2026
