@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: run test bench chaos lint lint-infra unit deps clean
+.PHONY: run test bench chaos prove lint lint-infra unit deps clean
 
 run: deps ## Demo: Azurite + simulator + local host, a few batches tracked to their final outcome
 	$(PY) -m local.demo
@@ -18,8 +18,11 @@ bench: deps ## Benchmark: cost per poll, throughput, persistence, memory, start-
 chaos: deps ## Faults, SIGKILLs, an Azurite restart, duplicates and hostile input; fails if anything is lost
 	$(PY) -m local.chaos
 
-unit: deps ## Only the tests that need no services
-	$(PY) -m pytest tests/unit
+unit: deps ## Only the tests that need no services (unit and functional)
+	$(PY) -m pytest tests/unit tests/functional
+
+prove: deps ## The model-based test of the polling chain at 20,000 examples (make test runs 1,000)
+	BATCHWATCH_PROOF_EXAMPLES=20000 $(PY) -m pytest tests/functional/test_model.py
 
 lint: deps
 	$(VENV)/bin/ruff check .

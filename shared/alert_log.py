@@ -28,6 +28,9 @@ from .storage import StorageClients
 CLAIM_SECONDS = 120
 
 
+CLAIM_ATTEMPTS = 3
+
+
 @dataclass(frozen=True)
 class Claim:
     granted: bool
@@ -36,34 +39,58 @@ class Claim:
     etag: str = ""  # of the row as this claim wrote it
 
 
+@dataclass(frozen=True)
+class AlertRecord:
+    """An AlertLog row as read: what claim_decision needs."""
+
+    etag: str
+    status: str
+    claimed_at: datetime | None
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> AlertRecord:
+        claimed_at = entity.get("claimedAt")
+        return cls(str(entity.metadata["etag"]), str(entity.get("status") or ""),
+                   claimed_at if isinstance(claimed_at, datetime) else None)
+
+
+def claim_decision(record: AlertRecord | None, now: datetime) -> Claim | None:
+    """What a copy of a chunk does about the alert's row: None means "write a claim" (create the row, or take
+    it over under its etag); a Claim that is not granted means the alert was sent, or is being sent now."""
+    if record is None:
+        return None
+    if record.status == "sent":
+        return Claim(False, already_sent=True)
+    if record.status == "sending" and record.claimed_at is not None:
+        age = (now - record.claimed_at).total_seconds()
+        if age < CLAIM_SECONDS:
+            return Claim(False, retry_in=CLAIM_SECONDS - age)
+    return None
+
+
+def claim_fields(now: datetime) -> dict[str, Any]:
+    return {"status": "sending", "claimedAt": now}
+
+
 class AlertLog:
     def __init__(self, clients: StorageClients, table: str) -> None:
         self._clients = clients
         self._table = table
 
     def claim(self, tracking_id: str, alert_id: str, now: datetime) -> Claim:
-        for _ in range(3):
-            row = self._get(tracking_id, alert_id)
-            fields = {"PartitionKey": tracking_id, "RowKey": alert_id, "status": "sending", "claimedAt": now}
-            if row is None:
-                try:
-                    metadata = self._clients.with_table(self._table, partial(_create, entity=fields))
-                    return Claim(True, etag=str(metadata["etag"]))
-                except ResourceExistsError:
-                    continue
-            if row.get("status") == "sent":
-                return Claim(False, already_sent=True)
-            claimed_at = row.get("claimedAt")
-            if row.get("status") == "sending" and isinstance(claimed_at, datetime):
-                age = (now - claimed_at).total_seconds()
-                if age < CLAIM_SECONDS:
-                    return Claim(False, retry_in=CLAIM_SECONDS - age)
+        entity = {"PartitionKey": tracking_id, "RowKey": alert_id, **claim_fields(now)}
+        for _ in range(CLAIM_ATTEMPTS):
+            record = self._get(tracking_id, alert_id)
+            decided = claim_decision(record, now)
+            if decided is not None:
+                return decided
             try:
-                metadata = self._clients.with_table(self._table, partial(_merge_if_unchanged, entity=fields,
-                                                                         etag=row.metadata["etag"]))
+                write = (partial(_create, entity=entity) if record is None
+                         else partial(_merge_if_unchanged, entity=entity, etag=record.etag))
+                metadata = self._clients.with_table(self._table, write)
                 return Claim(True, etag=str(metadata["etag"]))
-            except (ResourceModifiedError, ResourceNotFoundError):
-                continue
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                continue  # another copy claimed it meanwhile: look again
         return Claim(False, retry_in=CLAIM_SECONDS)
 
     def record(self, tracking_id: str, alert_id: str, fields: dict[str, Any], claim_etag: str) -> bool:
@@ -75,10 +102,10 @@ class AlertLog:
             return False
         return True
 
-    def _get(self, tracking_id: str, alert_id: str) -> Any:
-        def read(client: Any) -> Any:
+    def _get(self, tracking_id: str, alert_id: str) -> AlertRecord | None:
+        def read(client: Any) -> AlertRecord | None:
             try:
-                return client.get_entity(tracking_id, alert_id)
+                return AlertRecord.from_entity(client.get_entity(tracking_id, alert_id))
             except ResourceNotFoundError:
                 return None
 

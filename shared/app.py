@@ -11,6 +11,7 @@ from typing import Any
 import requests
 from azure.core.credentials import TokenCredential
 
+from .alert_log import AlertLog
 from .auth import TokenSource, build_credential
 from .config import Settings, load_settings
 from .failure_alerts import FailureNotifier
@@ -18,6 +19,7 @@ from .partner_center import PartnerCenterClient
 from .results_store import ResultsStore
 from .status_check import StatusCheck
 from .storage import StorageClients
+from .webhook import WebhookSender
 
 
 @dataclass
@@ -47,7 +49,9 @@ def build_app(
         clients=clients,
         partner_center=partner_center,
         status_check=StatusCheck(settings, clients, store, partner_center, **status_check_options),
-        failure_notifier=FailureNotifier(settings, clients),
+        failure_notifier=FailureNotifier(settings, clients, AlertLog(clients, settings.alert_table),
+                                         WebhookSender(settings.alert_webhook_url) if settings.alert_webhook_url
+                                         else None),
     )
 
 

@@ -1,20 +1,24 @@
 """The polling chain's decisions, as pure functions of what a message carries, the batch row and the clock.
 
-One chain polls a batch. The batch row holds chainToken, the token of the message it expects next:
+One chain polls a batch. The batch row holds chainToken: the token of the one message that may poll next.
+Before that message calls Partner Center it moves the row on to its successor's token (an etag-guarded
+write, or the create of the row), so that every other message, a copy of itself included, finds the chain
+taken; a message that crashes after its poll therefore never leaves the chain looking free. Every message
+reads the row first:
 
-| the message            | the row                                   | decision                           |
-|------------------------|-------------------------------------------|------------------------------------|
-| any                    | none                                      | Claim: create the row, poll        |
-| any                    | final                                     | Drop                               |
-| holds chainToken       | pending                                   | Poll                               |
-| holds final:<its token>| pending (its holder crashed finalising)   | Poll (and finalise again)          |
-| any other              | pending, next poll not overdue            | Watch: come back when it would be  |
-| any other              | pending, overdue by CHAIN_STALE_GRACE     | TakeOver: new token, then poll     |
+| the message              | the batch row                               | decision                                  |
+|--------------------------|---------------------------------------------|-------------------------------------------|
+| any                      | none                                        | advance: create the row, poll             |
+| any                      | final                                       | drop                                      |
+| holds chainToken         | pending                                     | advance: write the successor's token, poll|
+| holds final:<its token>  | pending (it crashed while finalising)       | resume: poll, and finish                  |
+| any other                | pending, next poll not overdue              | watch: come back when it would be         |
+| any other                | pending, overdue by CHAIN_STALE_GRACE       | advance (take over), poll                 |
 
-After the poll, plan_requeue gives the row write and the successor message; plan_final gives the
-write that marks the row final:<token> (so only this chain finishes it), the devices to store, the
-failure chunks to send, and the final row. The executor (status_check.py) performs them, and on an
-etag conflict reads the row and calls resolve() again.
+After the poll, plan_requeue gives the successor (and, when its delay is longer than the row says, a write
+that moves nextPollAt later); plan_final gives the write that marks the row final:<token> (so only this
+message finishes the batch), the devices to store, the failure chunks to send and the final row. The executor
+(status_check.py) performs them, and on an etag conflict reads the row and calls resolve() again.
 """
 
 from __future__ import annotations
@@ -24,15 +28,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .failure_chunks import MAX_REASON_CHARS, BatchContext, FailureChunk, batch_outcome_chunk, failure_chunks
-from .messages import ChainState, StatusRequest
+from .messages import MAX_RESULT_LENGTH, MAX_STATUS_LENGTH, ChainState, StatusRequest
 from .models import ENDED_BADLY, BatchStatus, Outcome, UploadStatus
-from .policy import Finalize, PollResult, Requeue, StatusReceived
+from .policy import Finalize, PollingPolicy, PollResult, Requeue, StatusReceived, scheduled_delay
 from .results_store import BatchRow
 
 FINAL_MARK = "final:"  # chainToken while the holder finalises: final:<its token>
-# While the holder finalises, the row says its next step is due this much later, so no watchdog takes the
-# batch over during a long write (the host's functionTimeout).
-FINALISE_ALLOWANCE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -50,36 +51,10 @@ class Watch:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """No row yet: create it (fails if another copy created it first) and poll."""
-
-    request: StatusRequest
-    fields: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TakeOver:
-    """The chain is overdue: write a new token over the row's (etag-guarded) and poll."""
-
-    request: StatusRequest
-    fields: dict[str, Any]
-    etag: str
-
-
-@dataclass(frozen=True)
-class Poll:
-    """This message holds the chain: poll. request.state.etag is the row's etag as this message knows it."""
-
-    request: StatusRequest
-
-
-Resolution = Drop | Watch | Claim | TakeOver | Poll
-
-
-@dataclass(frozen=True)
 class RowWrite:
-    """A merge into the batch row, guarded by etag; lands_as is the chainToken the row holds once it is written,
-    so a write whose response was lost (the SDK's retry then sees 412) is recognised as this chain's own."""
+    """A merge into the batch row, guarded by etag (None: create the row). lands_as is the chainToken the row holds
+    once it is written, so a write whose answer was lost (the SDK's retry then sees 412 or 409) is recognised as
+    this message's own: no other writer leaves that token in the row."""
 
     fields: dict[str, Any]
     etag: str | None
@@ -87,8 +62,32 @@ class RowWrite:
 
 
 @dataclass(frozen=True)
+class Advance:
+    """This message polls now, once the write has moved the chain on to the successor token. request.state is the
+    state the poll is decided with (a fresh one for a new batch or a takeover)."""
+
+    request: StatusRequest
+    write: RowWrite
+    successor: str
+    next_poll_at: datetime  # what the write says; a longer delay after the poll moves it later
+    creates: bool = False
+    takes_over: bool = False
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The row holds final:<this message's token>: it crashed while finalising. Poll again and finish."""
+
+    request: StatusRequest  # state.etag: the row's etag
+    successor: str  # used only when the answer is no longer final
+
+
+Resolution = Drop | Watch | Advance | Resume
+
+
+@dataclass(frozen=True)
 class FinalPlan:
-    claim: RowWrite  # chainToken final:<token>: from here on only this chain may finish the batch
+    mark: RowWrite  # chainToken final:<token>: from here on only this message may finish the batch
     batch: BatchStatus | None  # the devices to store, when Partner Center listed any
     chunks: tuple[FailureChunk, ...]  # to the failure queue: device failures and the batch alert
     row: dict[str, Any]  # the final batch row
@@ -96,17 +95,20 @@ class FinalPlan:
 
 
 def resolve(request: StatusRequest, row: BatchRow | None, now: datetime, stale_grace: float,
-            new_token: str) -> Resolution:
-    """Who polls: the decision for a message that is not known to hold the chain (see the table above)."""
+            policy: PollingPolicy, new_token: str) -> Resolution:
+    """Who polls: the decision for one message, given the batch row as read (see the table above)."""
     state = request.state
     if row is None:
         first_seen = state.first_seen_at if state and not state.watch else now
-        held = replace(request, state=ChainState(new_token, first_seen))
-        return Claim(held, new_row_fields(held, now))
+        own = state.token if state and not state.watch else ""
+        fresh = replace(request, state=ChainState(own, first_seen))
+        return _advance(fresh, now, policy, new_token, etag=None, creates=True)
     if row.is_final:
         return Drop(f"batch already final ({row.outcome}); nothing to do")
-    if state is not None and not state.watch and row.chain_token in (state.token, FINAL_MARK + state.token):
-        return Poll(replace(request, state=replace(state, etag=row.etag)))
+    if state is not None and row.chain_token == FINAL_MARK + state.token:
+        return Resume(replace(request, state=replace(state, etag=row.etag)), new_token)
+    if state is not None and not state.watch and row.chain_token == state.token:
+        return _advance(request, now, policy, new_token, etag=row.etag)
     first_seen = row.first_seen_at or now
     overdue_at = (row.next_poll_at or row.last_polled_at or first_seen) + timedelta(seconds=stale_grace)
     if now < overdue_at:
@@ -114,44 +116,69 @@ def resolve(request: StatusRequest, row: BatchRow | None, now: datetime, stale_g
         return Watch(replace(request, state=watchdog), overdue_at, (overdue_at - now).total_seconds())
     adopted = replace(request, correlation_id=row.correlation_id or request.correlation_id,
                       source=row.source or request.source,
-                      state=ChainState(new_token, first_seen, attempt=row.poll_count))
-    return TakeOver(adopted, {"chainToken": new_token}, row.etag)
+                      state=ChainState(state.token if state else "", first_seen, attempt=row.poll_count))
+    return _advance(adopted, now, policy, new_token, etag=row.etag, takes_over=True)
 
 
-def new_row_fields(request: StatusRequest, now: datetime) -> dict[str, Any]:
+def _advance(request: StatusRequest, now: datetime, policy: PollingPolicy, successor: str, etag: str | None,
+             creates: bool = False, takes_over: bool = False) -> Advance:
+    """Move the row on to the successor before polling. nextPollAt assumes an ordinary answer (the longest the
+    jittered schedule can wait); a fault's longer delay is written after the poll."""
+    state = request.state
+    assert state is not None
+    elapsed = (now - state.first_seen_at).total_seconds()
+    next_poll_at = now + timedelta(seconds=scheduled_delay(elapsed, policy) * (1 + policy.jitter))
+    fields: dict[str, Any] = {
+        "chainToken": successor,
+        "pollCount": state.attempt + 1,
+        "lastPolledAt": now,
+        "nextPollAt": next_poll_at,
+    }
+    if state.last_status:
+        fields["status"] = state.last_status
+    if state.last_result:
+        fields["lastResult"] = state.last_result
+    if creates:
+        fields = {**new_row_fields(request), **fields}
+    return Advance(request, RowWrite(fields, etag, successor), successor, next_poll_at, creates, takes_over)
+
+
+def new_row_fields(request: StatusRequest) -> dict[str, Any]:
     assert request.state is not None
     return {
         "customerId": request.customer_id,
         "batchTrackingId": request.batch_tracking_id,
         "status": UploadStatus.UNKNOWN.value,
         "outcome": Outcome.PENDING.value,
-        "pollCount": 0,
         "deviceCount": 0,
         "failedDeviceCount": 0,
         "firstSeenAt": request.state.first_seen_at,
         "correlationId": request.correlation_id or "",
         "source": request.source or "",
-        "chainToken": request.state.token,
-        "nextPollAt": now,
     }
 
 
-def plan_requeue(state: ChainState, decision: Requeue, result: PollResult, now: datetime, delay: int,
-                 new_token: str) -> tuple[RowWrite, ChainState]:
-    """The row write after a poll that is not final, and the successor that carries the chain on."""
-    successor = ChainState(new_token, state.first_seen_at, attempt=state.attempt + 1, errors=decision.errors,
-                           auth_failures=decision.auth_failures, too_large=decision.too_large)
-    fields: dict[str, Any] = {
-        "pollCount": successor.attempt,
-        "lastPolledAt": now,
-        "nextPollAt": now + timedelta(seconds=delay),
-        "chainToken": successor.token,
-        "lastResult": decision.reason[:MAX_REASON_CHARS],
-    }
-    if isinstance(result, StatusReceived):
-        fields["status"] = result.batch.status
-        fields.update(batch_times(result.batch))
-    return RowWrite(fields, state.etag, successor.token), successor
+def plan_requeue(state: ChainState, successor: str, decision: Requeue, result: PollResult, now: datetime,
+                 delay: int) -> ChainState:
+    """The successor that carries the chain on; it also carries this poll's answer to the row."""
+    status = result.batch.status if isinstance(result, StatusReceived) else None
+    return ChainState(successor, state.first_seen_at, attempt=state.attempt + 1, errors=decision.errors,
+                      auth_failures=decision.auth_failures, too_large=decision.too_large,
+                      last_status=status[:MAX_STATUS_LENGTH] if status else None,
+                      last_result=decision.reason[:MAX_RESULT_LENGTH])
+
+
+def extension(successor: str, next_poll_at: datetime, due: datetime, etag: str | None) -> RowWrite | None:
+    """The write that moves nextPollAt to when the successor is really due, when that is later than the row says
+    (a 429's Retry-After, an error backoff): otherwise a watchdog would take the chain over while it waits."""
+    if due <= next_poll_at:
+        return None
+    return RowWrite({"nextPollAt": due}, etag, successor)
+
+
+def hand_on(state: ChainState, successor: str, due: datetime, etag: str | None) -> RowWrite:
+    """After a resumed final turned out not to be final: give the row to the successor again."""
+    return RowWrite({"chainToken": successor, "pollCount": state.attempt + 1, "nextPollAt": due}, etag, successor)
 
 
 def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, now: datetime) -> FinalPlan:
@@ -183,11 +210,12 @@ def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, n
     if batch is not None:
         row.update(status=batch.status, deviceCount=len(batch.devices), failedDeviceCount=len(failed),
                    inProgressDeviceCount=len(in_progress), **batch_times(batch))
-    claim = RowWrite({"chainToken": FINAL_MARK + state.token, "lastPolledAt": now,
-                      "nextPollAt": now + FINALISE_ALLOWANCE}, state.etag, FINAL_MARK + state.token)
+    # nextPollAt: now, so a watchdog waits CHAIN_STALE_GRACE_SECONDS from the start of the write, not from a due
+    # time that may be long past (a backlog): the grace is the time a finalisation may take.
+    mark = RowWrite({"chainToken": FINAL_MARK + state.token, "nextPollAt": now}, state.etag, FINAL_MARK + state.token)
     summary = (f"final: {decision.outcome.value} ({decision.reason}); {context.device_count} devices, "
                f"{len(failed)} failed, {len(in_progress)} still in progress; {len(chunks)} failure chunks")
-    return FinalPlan(claim, batch if batch and batch.devices else None, tuple(chunks), row, summary)
+    return FinalPlan(mark, batch if batch and batch.devices else None, tuple(chunks), row, summary)
 
 
 def batch_alert_reason(decision: Finalize, batch: BatchStatus | None) -> str | None:

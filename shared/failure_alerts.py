@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .alert_formats import code_counts, render
-from .alert_log import AlertLog, Claim
+from .alert_log import Claim
 from .config import Settings
 from .failure_chunks import BadChunkError, FailureChunk
 from .log import ContextLogger, context_logger
 from .poison import poison_queue_name, send_to_poison
-from .storage import StorageClients, queue_delay
-from .webhook import Delivered, Rejected, RetryLater, WebhookSender
+from .ports import AlertRecords, Queues, Webhook
+from .storage import queue_delay
+from .webhook import Delivered, Rejected, RetryLater
 
 # A receiver's Retry-After is honoured up to a day; past that the chunk still comes back daily.
 MAX_HONOURED_RETRY_AFTER_SECONDS = 86_400.0
@@ -42,15 +43,16 @@ class FailureNotifier:
     def __init__(
         self,
         settings: Settings,
-        clients: StorageClients,
-        sender: WebhookSender | None = None,
+        queues: Queues,
+        alert_log: AlertRecords,
+        sender: Webhook | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """sender None: ALERT_WEBHOOK_URL is not set, and alerts go to the log only."""
         self.settings = settings
-        self.clients = clients
-        self.alert_log = AlertLog(clients, settings.alert_table)
-        url = settings.alert_webhook_url
-        self.sender = sender or (WebhookSender(url) if url else None)
+        self.queues = queues
+        self.alert_log = alert_log
+        self.sender = sender
         self.clock = clock
 
     def handle(self, body: bytes, message_id: str = "") -> None:
@@ -124,10 +126,10 @@ class FailureNotifier:
         return written
 
     def _requeue(self, chunk: FailureChunk, delay: float) -> None:
-        self.clients.send(self.settings.failure_queue, chunk.to_json(), visibility_timeout=queue_delay(delay))
+        self.queues.send(self.settings.failure_queue, chunk.to_json(), visibility_timeout=queue_delay(delay))
 
     def _poison(self, original: str, reason: str) -> None:
-        send_to_poison(self.clients, self.settings.failure_queue, original, reason, self.clock())
+        send_to_poison(self.queues, self.settings.failure_queue, original, reason, self.clock())
 
     @staticmethod
     def _log_only(chunk: FailureChunk, log: ContextLogger) -> None:

@@ -14,6 +14,8 @@ from .ids import InvalidIdError, normalize_guid, parse_location
 
 STATE_KEY = "_batchwatch"
 MAX_SOURCE_LENGTH = 256
+MAX_STATUS_LENGTH = 64
+MAX_RESULT_LENGTH = 1024
 _TOKEN = re.compile(r"[0-9a-f]{1,64}")  # chain tokens are uuid4().hex
 _ETAG = re.compile(r"[\x20-\x7e]{1,256}")  # sent in If-Match: printable ASCII, no CR or LF
 _BASE64 = re.compile(r"[A-Za-z0-9+/\r\n]+={0,2}")  # encoders may wrap lines, never add spaces
@@ -27,8 +29,8 @@ class BadMessageError(ValueError):
 class ChainState:
     """Requeue state that travels in the message; upstream jobs never set it.
 
-    token identifies the message the batch row expects next; etag is the row's etag when this
-    message was sent, so the expected message can update the row without reading it first.
+    token identifies the message the batch row expects next; etag is the row's etag as the handler read it
+    (never sent: messages written by earlier versions may carry one, which is ignored).
     watch, when set, makes this message a watchdog over a chain whose token it holds.
     """
 
@@ -40,6 +42,8 @@ class ChainState:
     too_large: int = 0
     etag: str | None = None
     watch: str | None = None
+    last_status: str | None = None  # the previous poll's answer, written to the row when the next poll starts
+    last_result: str | None = None
 
     @property
     def run_started_at(self) -> str:
@@ -57,6 +61,10 @@ class ChainState:
         }
         if self.too_large:
             data["tooLarge"] = self.too_large
+        if self.last_status:
+            data["lastStatus"] = self.last_status
+        if self.last_result:
+            data["lastResult"] = self.last_result
         if self.etag:
             data["etag"] = self.etag
         if self.watch:
@@ -78,6 +86,8 @@ class ChainState:
                 too_large=_count(data.get("tooLarge", 0), "tooLarge"),
                 etag=_etag(data.get("etag")),
                 watch=None if data.get("watch") is None else _token(data["watch"], "watch"),
+                last_status=_optional_text(data.get("lastStatus"), "lastStatus", MAX_STATUS_LENGTH),
+                last_result=_optional_text(data.get("lastResult"), "lastResult", MAX_RESULT_LENGTH),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, BadMessageError):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .failure_chunks import MESSAGE_BUDGET_BYTES, encoded_size, fitting_prefix
-from .storage import NEVER_EXPIRES, StorageClients
+from .storage import NEVER_EXPIRES
+
+if TYPE_CHECKING:
+    from .ports import Queues
 
 POISON_SUFFIX = "-poison"
 
@@ -17,12 +20,11 @@ def poison_queue_name(queue_name: str) -> str:
     return queue_name + POISON_SUFFIX
 
 
-def send_to_poison(clients: StorageClients, queue_name: str, original: str, reason: str,
-                   rejected_at: datetime) -> str:
+def send_to_poison(queues: Queues, queue_name: str, original: str, reason: str, rejected_at: datetime) -> str:
     """Put a rejected message, with its reason, in <queue>-poison for good; returns that queue's name."""
     poison = poison_queue_name(queue_name)
     for envelope in poison_envelopes(original, reason, rejected_at):
-        clients.send(poison, envelope, time_to_live=NEVER_EXPIRES)
+        queues.send(poison, envelope, time_to_live=NEVER_EXPIRES)
     return poison
 
 

@@ -113,7 +113,8 @@ def decide(
     if isinstance(result, NotFound) and elapsed >= policy.not_found_grace:
         return Finalize(Outcome.NOT_FOUND, f"404 {elapsed:.0f} s after first seen")
     if elapsed >= policy.deadline:
-        return Finalize(Outcome.TIMED_OUT, f"not final {elapsed:.0f} s after first seen")
+        return Finalize(Outcome.TIMED_OUT, f"not final {elapsed:.0f} s after first seen; last answer: "
+                                           f"{describe(result)}")
 
     scheduled = scheduled_delay(elapsed, policy)
     if isinstance(result, StatusReceived):
@@ -135,6 +136,19 @@ def decide(
         return replace(_requeue(delay, result.reason, failures, auth_failures, elapsed, policy, rng),
                        too_large=too_large + 1)
     return _requeue(delay, result.reason, failures, auth_failures, elapsed, policy, rng)
+
+
+def describe(result: PollResult) -> str:
+    """One poll's result in a few words, for the batch row's lastResult and the alert's reason."""
+    if isinstance(result, StatusReceived):
+        return f"batch status {result.batch.status}"
+    if isinstance(result, NotFound):
+        return "404"
+    if isinstance(result, Throttled):
+        return "429"
+    if isinstance(result, Denied):
+        return f"HTTP {result.status_code}" + (f": {result.reason}" if result.reason else "")
+    return result.reason
 
 
 def scheduled_delay(elapsed: float, policy: PollingPolicy) -> float:

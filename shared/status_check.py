@@ -12,17 +12,18 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from .chain import (
-    Claim,
     Drop,
     FinalPlan,
-    Poll,
     Resolution,
+    Resume,
     RowWrite,
     Watch,
+    extension,
+    hand_on,
     plan_final,
     plan_requeue,
     resolve,
@@ -31,11 +32,11 @@ from .config import Settings
 from .log import ContextLogger, context_logger
 from .messages import BadMessageError, StatusRequest, parse_status_request
 from .models import ENDED_BADLY, Outcome
-from .partner_center import PartnerCenterClient
 from .poison import send_to_poison
-from .policy import Decision, PollResult, Requeue, decide
-from .results_store import ResultsStore, RowChangedError
-from .storage import StorageClients, queue_delay
+from .policy import Decision, Finalize, PollResult, decide
+from .ports import PartnerCenter, Queues, ResultsStorage
+from .results_store import RowChangedError
+from .storage import queue_delay
 
 ROW_CONFLICT_BUDGET = 3  # etag conflicts one message may meet before it gives up (and the host retries it)
 
@@ -49,12 +50,24 @@ class RowKeptChangingError(RuntimeError):
     """The batch row changed under this message ROW_CONFLICT_BUDGET times: left to the host to retry."""
 
 
+@dataclass(frozen=True)
+class Held:
+    """The chain as this message holds it: the request whose state decides the poll (its etag is the row's),
+    the successor token the row already names, and when the row says the successor is due (None: not yet
+    handed on). marked: the row holds final:<this message's token>."""
+
+    request: StatusRequest
+    successor: str
+    next_poll_at: datetime | None
+    marked: bool = False
+
+
 @dataclass
 class StatusCheck:
     settings: Settings
-    clients: StorageClients
-    store: ResultsStore
-    partner_center: PartnerCenterClient
+    queues: Queues
+    store: ResultsStorage
+    partner_center: PartnerCenter
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     rng: random.Random = field(default_factory=random.Random)
     new_token: Callable[[], str] = lambda: uuid.uuid4().hex
@@ -73,40 +86,35 @@ class StatusCheck:
         self._run(request, message_id, self.clock())
 
     def reject(self, body: bytes, reason: str, message_id: str = "") -> None:
-        queue = send_to_poison(self.clients, self.settings.status_queue, body.decode("utf-8", "replace"), reason,
+        queue = send_to_poison(self.queues, self.settings.status_queue, body.decode("utf-8", "replace"), reason,
                                self.clock())
         context_logger("batchwatch.check_batch_status", messageId=message_id).warning(
             "rejected a bad message to %s: %s", queue, reason)
 
     # --- read, decide, act ---------------------------------------------------------------------------
     def _run(self, request: StatusRequest, message_id: str, now: datetime) -> None:
-        state = request.state
-        # The message the row expects carries the row's etag: it polls without reading the row first.
-        resolution: Resolution | None = Poll(request) if state and not state.watch and state.etag else None
         result: PollResult | None = None
         for _ in range(ROW_CONFLICT_BUDGET + 1):
-            if resolution is None:
-                row = self.store.get_batch(request.customer_id, request.batch_tracking_id)
-                resolution = resolve(request, row, now, self.settings.chain_stale_grace, self.new_token())
+            row = self.store.get_batch(request.customer_id, request.batch_tracking_id)
+            resolution = resolve(request, row, now, self.settings.chain_stale_grace, self.settings.policy,
+                                 self.new_token())
             held = self._hold(resolution, message_id)
-            resolution = None
             if held is Step.DONE:
                 return
             if held is Step.CONFLICT:
                 continue
-            log = self._logger(held, message_id)
+            log = self._logger(held.request, message_id)
             if result is None:
-                result = self.partner_center.get_batch_status(held.customer_id, held.batch_tracking_id,
-                                                              held.correlation_id or "")
+                result = self.partner_center.get_batch_status(request.customer_id, request.batch_tracking_id,
+                                                              held.request.correlation_id or "")
                 now = self.clock()  # a poll can take a while: decide and write with the time it ended
-            if self._after_poll(held, result, decide_next(held, result, now, self.settings, self.rng), now, log):
+            decision = decide_next(held.request, result, now, self.settings, self.rng)
+            if self._after_poll(held, result, decision, now, log):
                 return
         raise RowKeptChangingError("the batch row kept changing while this message tried to hold its chain")
 
-    def _hold(self, resolution: Resolution, message_id: str) -> StatusRequest | Step:
-        """Act on who polls; returns the request that now holds the chain (its state has the row's etag)."""
-        if isinstance(resolution, Poll):
-            return resolution.request
+    def _hold(self, resolution: Resolution, message_id: str) -> Held | Step:
+        """Act on who polls: the chain this message now holds, or DONE, or CONFLICT (read the row again)."""
         if isinstance(resolution, Drop):
             self._logger(None, message_id).info("%s", resolution.reason)
             return Step.DONE
@@ -115,43 +123,52 @@ class StatusCheck:
             self._send_status(resolution.request, resolution.delay)
             log.info("batch is already being polled; watching that chain until %s", resolution.until.isoformat())
             return Step.DONE
+        if isinstance(resolution, Resume):
+            log.warning("this message was finalising the batch when it stopped; polling again to finish")
+            return Held(resolution.request, resolution.successor, None, marked=True)
         request = resolution.request
-        assert request.state is not None
-        if isinstance(resolution, Claim):
+        if resolution.creates:
             self.store.write_tracking_index(request.customer_id, request.batch_tracking_id)
-            etag = self.store.create_batch(request.customer_id, request.batch_tracking_id, resolution.fields)
+            etag = self.store.create_batch(request.customer_id, request.batch_tracking_id, resolution.write.fields)
             if etag is None:  # the row exists: created by another copy, or by this create whose answer was lost
-                row = self.store.get_batch(request.customer_id, request.batch_tracking_id)
-                if row is None or row.chain_token != request.state.token:
-                    return Step.CONFLICT
-                etag = row.etag
-            log.info("tracking a new batch for customer %s", request.customer_id)
+                etag = self._landed(request, resolution.write)
+            if etag is not None:
+                log.info("tracking a new batch for customer %s", request.customer_id)
         else:
-            etag = self._write(request, RowWrite(resolution.fields, resolution.etag, resolution.fields["chainToken"]))
-            if etag is None:
-                return Step.CONFLICT
-            log.warning("polling chain overdue; this message takes it over")
-        return replace(request, state=replace(request.state, etag=etag))
+            etag = self._write(request, resolution.write)
+            if etag is not None and resolution.takes_over:
+                log.warning("polling chain overdue; this message takes it over")
+        if etag is None:
+            return Step.CONFLICT
+        assert request.state is not None
+        return Held(replace(request, state=replace(request.state, etag=etag)), resolution.successor,
+                    resolution.next_poll_at)
 
-    def _after_poll(self, request: StatusRequest, result: PollResult, decision: Decision, now: datetime,
+    def _after_poll(self, held: Held, result: PollResult, decision: Decision, now: datetime,
                     log: ContextLogger) -> bool:
         """Requeue or finalise; False when the row changed under this message (decide again)."""
-        assert request.state is not None
-        if isinstance(decision, Requeue):
-            delay = queue_delay(decision.delay)
-            write, successor = plan_requeue(request.state, decision, result, now, delay, self.new_token())
-            etag = self._write(request, write)
-            if etag is None:
-                return False
-            self._send_status(replace(request, state=replace(successor, etag=etag)), delay)
-            log.info("poll %d: %s; next poll in %d s", successor.attempt, decision.reason, delay)
-            return True
-        return self._finalize(request, plan_final(request, decision, result, now), log)
+        state = held.request.state
+        assert state is not None
+        if isinstance(decision, Finalize):
+            return self._finalize(held, plan_final(held.request, decision, result, now), log)
+        delay = queue_delay(decision.delay)
+        due = now + timedelta(seconds=delay)
+        write = (hand_on(state, held.successor, due, state.etag) if held.marked or held.next_poll_at is None
+                 else extension(held.successor, held.next_poll_at, due, state.etag))
+        if write is not None and self._write(held.request, write) is None:
+            return False
+        successor = plan_requeue(state, held.successor, decision, result, now, delay)
+        self._send_status(replace(held.request, state=successor), delay)
+        log.info("poll %d: %s; next poll in %d s", successor.attempt, decision.reason, delay)
+        return True
 
-    def _finalize(self, request: StatusRequest, plan: FinalPlan, log: ContextLogger) -> bool:
-        etag = self._write(request, plan.claim)
-        if etag is None:
-            return False  # another chain holds the batch now, or it is final already
+    def _finalize(self, held: Held, plan: FinalPlan, log: ContextLogger) -> bool:
+        request = held.request
+        etag = request.state.etag if request.state else None
+        if not held.marked:
+            etag = self._write(request, plan.mark)
+            if etag is None:
+                return False  # another chain holds the batch now, or it is final already
         customer, tracking = request.customer_id, request.batch_tracking_id
         if plan.batch is not None:
             now = plan.row["finalizedAt"]
@@ -160,7 +177,7 @@ class StatusCheck:
             log.info("stored %d devices in %d transactions and %d history writes", len(plan.batch.devices),
                      transactions, history)
         for chunk in plan.chunks:
-            self.clients.send(self.settings.failure_queue, chunk.to_json())
+            self.queues.send(self.settings.failure_queue, chunk.to_json())
         if self._write(request, RowWrite(plan.row, etag, "")) is None:
             log.warning("the batch row changed while it was being finalised; the chain that holds it now "
                         "finishes it")
@@ -169,22 +186,25 @@ class StatusCheck:
 
     # --- storage ----------------------------------------------------------------------------------------
     def _write(self, request: StatusRequest, write: RowWrite) -> str | None:
-        """Merge into the batch row if it is as this message read it. On a conflict, a row that already holds
-        what was written means the write landed and only its response was lost: carry on with its etag."""
-        customer, tracking = request.customer_id, request.batch_tracking_id
+        """Merge into the batch row if it is as this message read it; None on a conflict that is not its own."""
         try:
-            return self.store.update_batch(customer, tracking, write.fields, write.etag)
+            return self.store.update_batch(request.customer_id, request.batch_tracking_id, write.fields, write.etag)
         except RowChangedError:
-            row = self.store.get_batch(customer, tracking)
-            if row is not None and write.lands_as and row.chain_token == write.lands_as:
-                self._logger(request, "").info("the row already holds this write (its response was lost)")
-                return row.etag
-            if row is not None and not write.lands_as and row.is_final:
-                return row.etag
-            return None
+            return self._landed(request, write)
+
+    def _landed(self, request: StatusRequest, write: RowWrite) -> str | None:
+        """After a conflict: a row that already holds what was written means the write landed and only its answer
+        was lost (the SDK retried it): carry on with the row's etag. A final write also lands on a final row."""
+        row = self.store.get_batch(request.customer_id, request.batch_tracking_id)
+        if row is not None and write.lands_as and row.chain_token == write.lands_as:
+            self._logger(request, "").info("the row already holds this write (its answer was lost)")
+            return row.etag
+        if row is not None and not write.lands_as and row.is_final:
+            return row.etag
+        return None
 
     def _send_status(self, request: StatusRequest, delay: float) -> None:
-        self.clients.send(self.settings.status_queue, request.to_message(), visibility_timeout=queue_delay(delay))
+        self.queues.send(self.settings.status_queue, request.to_message(), visibility_timeout=queue_delay(delay))
 
     @staticmethod
     def _logger(request: StatusRequest | None, message_id: str) -> ContextLogger:

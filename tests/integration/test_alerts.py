@@ -176,8 +176,8 @@ def test_a_malformed_chunk_goes_to_poison_with_its_reason(stack: Stack) -> None:
 
 def test_a_webhook_that_never_finishes_its_answer_is_given_up_at_the_post_deadline(stack: Stack) -> None:
     app = get_app()
-    notifier = FailureNotifier(app.settings, app.clients, sender=WebhookSender(stack.env["ALERT_WEBHOOK_URL"],
-                                                                               deadline=1.0))
+    sender = WebhookSender(stack.env["ALERT_WEBHOOK_URL"], deadline=1.0)
+    notifier = FailureNotifier(app.settings, app.clients, app.failure_notifier.alert_log, sender)
     stack.script_receiver("drip:20")
     chunk = _chunk()
     started = time.monotonic()

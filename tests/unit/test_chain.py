@@ -8,20 +8,21 @@ import pytest
 
 from shared.chain import (
     FINAL_MARK,
-    FINALISE_ALLOWANCE,
-    Claim,
+    Advance,
     Drop,
-    Poll,
-    TakeOver,
+    Resume,
+    RowWrite,
     Watch,
     batch_alert_reason,
+    extension,
+    hand_on,
     plan_final,
     plan_requeue,
     resolve,
 )
 from shared.messages import ChainState, StatusRequest
 from shared.models import BatchStatus, DeviceStatus, Outcome
-from shared.policy import Finalize, NotFound, Requeue, StatusReceived
+from shared.policy import Finalize, NotFound, PollingPolicy, Requeue, StatusReceived
 from shared.results_store import BatchRow
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -47,29 +48,49 @@ def _device(serial: str, status: str, code: str | None = None) -> DeviceStatus:
     return DeviceStatus(serial, None, None, status, code, None)
 
 
-def test_a_first_message_claims_a_batch_with_no_row() -> None:
-    decision = resolve(_with(None), None, NOW, GRACE, "bbbb")
-    assert isinstance(decision, Claim)
-    assert decision.request.state == ChainState("bbbb", NOW)
-    assert decision.fields["chainToken"] == "bbbb" and decision.fields["outcome"] == "pending"
-    assert decision.fields["firstSeenAt"] == NOW and decision.fields["correlationId"] == REQUEST.correlation_id
+POLICY = PollingPolicy(initial_delay=30, max_delay=600, deadline=172_800, not_found_grace=900, jitter=0.1)
 
 
-def test_a_chain_message_whose_row_vanished_claims_it_again_and_keeps_its_deadline() -> None:
-    decision = resolve(_with(ChainState("aaaa", FIRST_SEEN, attempt=3)), None, NOW, GRACE, "bbbb")
-    assert isinstance(decision, Claim) and decision.fields["firstSeenAt"] == FIRST_SEEN
+def _resolve(state: ChainState | None, row: BatchRow | None, token: str = "bbbb") -> object:
+    return resolve(_with(state), row, NOW, GRACE, POLICY, token)
+
+
+def test_a_first_message_creates_the_row_already_handed_to_its_successor() -> None:
+    decision = _resolve(None, None)
+    assert isinstance(decision, Advance) and decision.creates and decision.write.etag is None
+    fields = decision.write.fields
+    assert fields["chainToken"] == "bbbb" and decision.successor == "bbbb" and fields["outcome"] == "pending"
+    assert fields["firstSeenAt"] == NOW and fields["pollCount"] == 1 and fields["lastPolledAt"] == NOW
+    assert fields["correlationId"] == REQUEST.correlation_id
+    assert fields["nextPollAt"] == NOW + timedelta(seconds=33) == decision.next_poll_at  # 30 s and 10% jitter
+
+
+def test_a_chain_message_whose_row_vanished_creates_it_again_and_keeps_its_deadline() -> None:
+    decision = _resolve(ChainState("aaaa", FIRST_SEEN, attempt=3), None)
+    assert isinstance(decision, Advance) and decision.creates
+    assert decision.write.fields["firstSeenAt"] == FIRST_SEEN
 
 
 @pytest.mark.parametrize("state", [None, ChainState("aaaa", FIRST_SEEN), ChainState("cccc", FIRST_SEEN, watch="a")])
 def test_any_message_for_a_final_batch_is_dropped(state: ChainState | None) -> None:
-    assert isinstance(resolve(_with(state), _row(outcome="completed", chain_token=""), NOW, GRACE, "b"), Drop)
+    assert isinstance(_resolve(state, _row(outcome="completed", chain_token="")), Drop)
 
 
-@pytest.mark.parametrize("token", ["aaaa", FINAL_MARK + "aaaa"], ids=["holder", "holder-crashed-finalising"])
-def test_the_holder_polls_with_the_rows_etag(token: str) -> None:
-    decision = resolve(_with(ChainState("aaaa", FIRST_SEEN, etag="old")), _row(chain_token=token), NOW, GRACE, "b")
-    assert isinstance(decision, Poll) and decision.request.state is not None
-    assert decision.request.state.etag == "row-etag" and decision.request.state.token == "aaaa"
+def test_the_holder_hands_the_row_to_its_successor_before_it_polls() -> None:
+    state = ChainState("aaaa", FIRST_SEEN, attempt=4, last_status="processing", last_result="batch status processing")
+    decision = _resolve(state, _row())
+    assert isinstance(decision, Advance) and not decision.creates and not decision.takes_over
+    assert decision.write.etag == "row-etag" and decision.write.lands_as == "bbbb"
+    assert decision.write.fields == {
+        "chainToken": "bbbb", "pollCount": 5, "lastPolledAt": NOW, "status": "processing",
+        "lastResult": "batch status processing",
+        "nextPollAt": NOW + timedelta(seconds=0.18 * 1800 * 1.1)}  # 18% of the 30 minutes waited, plus jitter
+
+
+def test_a_message_that_crashed_while_finalising_resumes() -> None:
+    decision = _resolve(ChainState("aaaa", FIRST_SEEN, etag="old"), _row(chain_token=FINAL_MARK + "aaaa"))
+    assert isinstance(decision, Resume) and decision.request.state is not None
+    assert decision.request.state.etag == "row-etag" and decision.successor == "bbbb"
 
 
 @pytest.mark.parametrize("state", [
@@ -79,7 +100,7 @@ def test_the_holder_polls_with_the_rows_etag(token: str) -> None:
     ChainState("aaaa", FIRST_SEEN, watch="aaaa"),  # a watchdog holding the token it watches never polls
 ])
 def test_any_other_message_watches_until_the_chain_would_be_overdue(state: ChainState | None) -> None:
-    decision = resolve(_with(state), _row(), NOW, GRACE, "ffff")
+    decision = _resolve(state, _row(), "ffff")
     assert isinstance(decision, Watch) and decision.request.state is not None
     assert decision.until == NOW - timedelta(seconds=10) + timedelta(seconds=GRACE)
     assert decision.delay == pytest.approx(GRACE - 10)
@@ -87,40 +108,44 @@ def test_any_other_message_watches_until_the_chain_would_be_overdue(state: Chain
 
 
 def test_a_watchdog_of_a_chain_that_is_finalising_keeps_a_plain_token() -> None:
-    decision = resolve(_with(None), _row(chain_token=FINAL_MARK + "aaaa"), NOW, GRACE, "ffff")
+    decision = _resolve(None, _row(chain_token=FINAL_MARK + "aaaa"), "ffff")
     assert isinstance(decision, Watch) and decision.request.state is not None
     assert decision.request.state.watch == "aaaa"
 
 
 def test_an_overdue_chain_is_taken_over_with_the_rows_context() -> None:
     row = _row(next_poll_at=NOW - timedelta(seconds=GRACE + 1))
-    decision = resolve(_with(ChainState("eeee", FIRST_SEEN, watch="aaaa")), row, NOW, GRACE, "ffff")
-    assert isinstance(decision, TakeOver) and decision.etag == "row-etag"
-    assert decision.fields == {"chainToken": "ffff"}
-    assert decision.request.state == ChainState("ffff", FIRST_SEEN, attempt=4)
+    decision = _resolve(ChainState("eeee", FIRST_SEEN, watch="aaaa"), row, "ffff")
+    assert isinstance(decision, Advance) and decision.takes_over and decision.write.etag == "row-etag"
+    assert decision.write.fields["chainToken"] == "ffff" and decision.write.fields["pollCount"] == 5
+    assert decision.request.state == ChainState("eeee", FIRST_SEEN, attempt=4)
     assert decision.request.correlation_id == row.correlation_id and decision.request.source == "first-job"
 
 
 def test_overdue_is_measured_from_the_last_poll_then_first_seen_when_no_poll_is_planned() -> None:
     row = _row(next_poll_at=None, last_polled_at=NOW - timedelta(seconds=100))
-    assert resolve(_with(None), row, NOW, GRACE, "f").until == NOW + timedelta(seconds=GRACE - 100)  # type: ignore
+    assert _resolve(None, row, "f").until == NOW + timedelta(seconds=GRACE - 100)  # type: ignore[attr-defined]
     row = _row(next_poll_at=None, last_polled_at=None)
-    assert isinstance(resolve(_with(None), row, NOW, GRACE, "f"), TakeOver)  # first seen 30 min ago
+    assert isinstance(_resolve(None, row, "f"), Advance)  # first seen 30 min ago: taken over
 
 
-def test_a_requeue_writes_the_successor_token_and_carries_the_counts() -> None:
+def test_a_requeue_carries_the_counts_and_this_polls_answer_to_the_successor() -> None:
     state = ChainState("aaaa", FIRST_SEEN, attempt=4, etag="row-etag")
     batch = BatchStatus(None, "processing", FIRST_SEEN, None, ())
-    write, successor = plan_requeue(state, Requeue(60, "batch status processing", errors=0, too_large=0),
-                                    StatusReceived(batch), NOW, 60, "bbbb")
-    assert successor == ChainState("bbbb", FIRST_SEEN, attempt=5)
-    assert write.etag == "row-etag" and write.lands_as == "bbbb"
-    assert write.fields["chainToken"] == "bbbb" and write.fields["pollCount"] == 5
-    assert write.fields["nextPollAt"] == NOW + timedelta(seconds=60) and write.fields["status"] == "processing"
-    assert write.fields["startedTime"] == FIRST_SEEN
-    _, counted = plan_requeue(state, Requeue(60, "x", errors=2, auth_failures=1, too_large=1), NotFound(), NOW, 60,
-                              "c")
-    assert (counted.errors, counted.auth_failures, counted.too_large) == (2, 1, 1)
+    successor = plan_requeue(state, "bbbb", Requeue(60, "batch status processing"), StatusReceived(batch), NOW, 60)
+    assert successor == ChainState("bbbb", FIRST_SEEN, attempt=5, last_status="processing",
+                                   last_result="batch status processing")
+    counted = plan_requeue(state, "c", Requeue(60, "x", errors=2, auth_failures=1, too_large=1), NotFound(), NOW, 60)
+    assert (counted.errors, counted.auth_failures, counted.too_large) == (2, 1, 1) and counted.last_status is None
+
+
+def test_a_delay_longer_than_the_row_says_is_written_before_the_successor_waits() -> None:
+    planned = NOW + timedelta(seconds=33)
+    assert extension("bbbb", planned, NOW + timedelta(seconds=30), "e") is None
+    write = extension("bbbb", planned, NOW + timedelta(seconds=3600), "e")
+    assert write == RowWrite({"nextPollAt": NOW + timedelta(seconds=3600)}, "e", "bbbb")
+    handed = hand_on(ChainState("aaaa", FIRST_SEEN, attempt=2), "bbbb", NOW + timedelta(seconds=60), "e")
+    assert handed.fields == {"chainToken": "bbbb", "pollCount": 3, "nextPollAt": NOW + timedelta(seconds=60)}
 
 
 def _final(outcome: Outcome, result: object, reason: str = "why") -> object:
@@ -130,9 +155,9 @@ def _final(outcome: Outcome, result: object, reason: str = "why") -> object:
 
 def test_a_final_marks_the_row_for_its_holder_first() -> None:
     plan = _final(Outcome.COMPLETED, StatusReceived(BatchStatus(None, "finished", None, None, ())))
-    assert plan.claim.fields["chainToken"] == FINAL_MARK + "aaaa" and plan.claim.etag == "row-etag"  # type: ignore
-    # no watchdog may take the batch over while its holder writes it: the next step is due later
-    assert plan.claim.fields["nextPollAt"] == NOW + FINALISE_ALLOWANCE  # type: ignore[attr-defined]
+    assert plan.mark.fields["chainToken"] == FINAL_MARK + "aaaa" and plan.mark.etag == "row-etag"  # type: ignore
+    # a watchdog waits the stale grace from the start of the write, not from a due time long past
+    assert plan.mark.fields["nextPollAt"] == NOW  # type: ignore[attr-defined]
     assert plan.row["chainToken"] == "" and plan.row["pollCount"] == 8 and plan.chunks == ()  # type: ignore
 
 

@@ -1,0 +1,75 @@
+"""The outside systems the two functions talk to, one Protocol each.
+
+The Azure implementations are StorageClients (queues), ResultsStore (batch and device tables), AlertLog
+(its table), PartnerCenterClient and WebhookSender. tests/functional/fakes.py has an in-memory fake of each
+that honours etags, visibility delays, time-to-live and dequeue counts, so the handlers run in a fast
+functional tier with an injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from .alert_log import Claim
+from .models import BatchStatus
+from .policy import PollResult
+from .results_store import BatchRow
+from .webhook import DeliveryResult
+
+
+class Queues(Protocol):
+    def send(self, queue_name: str, content: str, visibility_timeout: int | None = None,
+             time_to_live: int | None = -1) -> Any:
+        """Send a message (time_to_live -1: never expires; None: the service default)."""
+        ...
+
+
+class BatchStore(Protocol):
+    """BatchUploadStatus: the batch row, read and written under its etag."""
+
+    def get_batch(self, customer_id: str, tracking_id: str) -> BatchRow | None: ...
+
+    def write_tracking_index(self, customer_id: str, tracking_id: str) -> None: ...
+
+    def create_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any]) -> str | None:
+        """The new row's etag; None when the row exists already."""
+        ...
+
+    def update_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any], etag: str | None) -> str:
+        """Merge fields; with an etag only if the row is unchanged (else RowChangedError). The new etag."""
+        ...
+
+
+class DeviceStore(Protocol):
+    """DeviceUploadStatus and DeviceUploadHistory: one row per device, idempotent upserts."""
+
+    def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int: ...
+
+    def write_history(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int: ...
+
+
+class ResultsStorage(BatchStore, DeviceStore, Protocol):
+    """What check_batch_status writes to Table Storage."""
+
+
+class AlertRecords(Protocol):
+    """AlertLog: one row per alert, claimed before it is sent."""
+
+    def claim(self, tracking_id: str, alert_id: str, now: datetime) -> Claim: ...
+
+    def record(self, tracking_id: str, alert_id: str, fields: dict[str, Any], claim_etag: str) -> bool: ...
+
+
+class PartnerCenter(Protocol):
+    def get_batch_status(self, customer_id: str, batch_tracking_id: str, correlation_id: str) -> PollResult: ...
+
+
+class Webhook(Protocol):
+    @property
+    def host(self) -> str:
+        """Where alerts go, safe to log and store (the URL itself is a secret)."""
+        ...
+
+    def send(self, payload: dict[str, Any], alert_id: str) -> DeliveryResult: ...

@@ -1,0 +1,130 @@
+"""Both functions on the in-memory fakes under the Functions host's rules, with an injected clock: fast."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from shared.webhook import RetryLater
+from tests.functional.fakes import NEVER
+from tests.functional.host import FAILURE_QUEUE, STATUS_QUEUE, App
+from tests.functional.scripts import denied, devices, finishes, never_final, unknown
+
+CUSTOMER = "47021739-3426-40bf-9601-61b4b6d7c793"
+
+
+def _batch(app: App, script_for: object, *, copies: int = 1) -> str:
+    tracking = str(uuid.uuid4())
+    app.partner_center.scripts[tracking] = script_for  # type: ignore[assignment]
+    for _ in range(copies):
+        app.queues.put(STATUS_QUEUE, json.dumps({"customerId": CUSTOMER, "batchTrackingId": tracking}))
+    return tracking
+
+
+def _gaps(app: App, tracking: str) -> list[float]:
+    calls = app.partner_center.calls[tracking]
+    return [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(calls)]
+
+
+def test_a_batch_is_polled_until_final_with_the_policys_delays() -> None:
+    app = App.build()
+    tracking = _batch(app, finishes(app.clock(), timedelta(minutes=20), devices(["A", "B"])))
+    app.run_until_idle()
+
+    row = app.store.rows[(CUSTOMER, tracking)]
+    assert row["outcome"] == "completed" and row["pollCount"] == len(app.partner_center.calls[tracking])
+    assert min(_gaps(app, tracking)) >= 27  # the initial delay of 30 s, less 10% jitter
+    assert set(app.store.devices[tracking]) == {"A", "B"} and app.webhook.delivered == []
+    assert app.store.finals[(CUSTOMER, tracking)] == ["completed"]
+
+
+def test_failed_devices_reach_the_webhook_once_and_are_recorded_as_sent() -> None:
+    app = App.build()
+    tracking = _batch(app, finishes(app.clock(), timedelta(minutes=2), devices(["A", "B", "C"], failing=["B"])))
+    app.run_until_idle()
+
+    [alert] = app.webhook.delivered
+    assert alert["type"] == "device_failures" and [d["serialNumber"] for d in alert["devices"]] == ["B"]
+    assert [row["status"] for row in app.alert_log.rows.values()] == ["sent"]
+    assert app.store.outcome(CUSTOMER, tracking) == "completed_with_failures"
+
+
+def test_the_same_tracking_id_sent_three_times_is_polled_by_one_chain() -> None:
+    app = App.build()
+    tracking = _batch(app, finishes(app.clock(), timedelta(hours=1), devices(["A"])), copies=3)
+    app.run_until_idle()
+
+    assert app.store.rows[(CUSTOMER, tracking)]["pollCount"] == len(app.partner_center.calls[tracking])
+    assert min(_gaps(app, tracking)) >= 27 and app.store.finals[(CUSTOMER, tracking)] == ["completed"]
+    assert app.queues.contents(STATUS_QUEUE) == []
+
+
+@pytest.mark.parametrize(("script", "outcome"), [
+    (never_final(), "timed_out"), (unknown(), "not_found"), (denied(["503"]), "access_denied")])
+def test_a_batch_that_ends_badly_raises_one_batch_alert(script: object, outcome: str) -> None:
+    app = App.build(POLL_DEADLINE_SECONDS="7200")
+    tracking = _batch(app, script)
+    app.run_until_idle()
+
+    assert app.store.outcome(CUSTOMER, tracking) == outcome
+    [alert] = app.webhook.delivered
+    assert alert["type"] == "batch_outcome" and alert["outcome"] == outcome and alert["reason"]
+
+
+def test_a_successor_lost_in_a_crash_after_the_row_write_is_replaced_by_taking_the_chain_over() -> None:
+    app = App.build()
+    tracking = _batch(app, finishes(app.clock(), timedelta(minutes=30), devices(["A"])))
+    app.faults.plan(f"before:send:{STATUS_QUEUE}", "kill")  # the first successor never leaves
+    app.run_until_idle()
+
+    assert app.store.outcome(CUSTOMER, tracking) == "completed"
+    assert app.faults.injected == [(f"before:send:{STATUS_QUEUE}", "kill")]
+    gaps = _gaps(app, tracking)
+    assert gaps[0] >= 900  # the message came back after its lease, watched, and took the chain over when overdue
+
+
+def test_a_merge_whose_answer_was_lost_carries_the_chain_on_without_delay() -> None:
+    app = App.build()
+    tracking = _batch(app, finishes(app.clock(), timedelta(minutes=10), devices(["A"])))
+    app.faults.plan("after:row", "lost")
+    app.run_until_idle()
+
+    assert app.faults.injected == [("after:row", "lost")]
+    assert max(_gaps(app, tracking)) < 300  # no watchdog wait of CHAIN_STALE_GRACE_SECONDS (900 s)
+    assert app.store.outcome(CUSTOMER, tracking) == "completed"
+
+
+def test_a_crash_after_the_webhook_answered_sends_the_alert_again_in_the_one_documented_window() -> None:
+    app = App.build()
+    _batch(app, finishes(app.clock(), timedelta(minutes=1), devices(["A", "B"], failing=["A"])))
+    app.faults.plan("after:webhook", "kill")
+    app.run_until_idle()
+
+    first, second = app.webhook.delivered
+    assert first["alertId"] == second["alertId"]  # sent, crashed before AlertLog said so: sent again
+    assert [row["status"] for row in app.alert_log.rows.values()] == ["sent"]
+
+
+def test_a_webhook_that_keeps_failing_ends_in_poison_with_the_reason() -> None:
+    app = App.build(ALERT_MAX_ATTEMPTS="3")
+    _batch(app, finishes(app.clock(), timedelta(minutes=1), devices(["A"], failing=["A"])))
+    app.webhook.answers = [RetryLater("webhook answered 503")] * 3
+    app.run_until_idle()
+
+    [envelope] = app.queues.contents(FAILURE_QUEUE + "-poison")
+    assert "gave up after 3 attempts: webhook answered 503" in json.loads(envelope)["reason"]
+    assert app.webhook.delivered == [] and app.queues.contents(FAILURE_QUEUE) == []
+
+
+def test_messages_batchwatch_sends_never_expire_even_when_the_clock_jumps_a_month() -> None:
+    app = App.build(ALERT_MAX_ATTEMPTS="3")
+    _batch(app, finishes(app.clock(), timedelta(minutes=1), devices(["A"], failing=["A"])))
+    app.host.deliver(STATUS_QUEUE)  # polls once, requeues
+    assert all(message.expires_at == NEVER for message in app.queues.queues[STATUS_QUEUE])
+    app.clock.advance(31 * 24 * 3600)
+    app.run_until_idle()
+    assert len(app.webhook.delivered) == 1
