@@ -174,7 +174,7 @@ def read_capped(response: requests.Response, max_bytes: int, max_decoded_bytes: 
     inflate = _inflater(response.headers.get("Content-Encoding"))
     pieces: list[bytes] = []
     received = decoded = 0
-    for raw in response.raw.stream(READ_PIECE_BYTES, decode_content=False):
+    for raw in _raw_pieces(response):
         received += len(raw)
         if received > max_bytes:
             raise ResponseTooLarge(f"over {max_bytes} bytes arrived; the cap was reached before the end")
@@ -189,6 +189,19 @@ def read_capped(response: requests.Response, max_bytes: int, max_decoded_bytes: 
             raise ResponseTooLarge(f"the body decompressed to over {max_decoded_bytes} bytes")
         pieces.append(piece)
     return b"".join(pieces)
+
+
+def _raw_pieces(response: requests.Response) -> Iterator[bytes]:
+    """The raw body in pieces, with urllib3's read errors raised as the requests exceptions
+    Response.iter_content raises for them (reading .raw directly bypasses that translation)."""
+    try:
+        yield from response.raw.stream(READ_PIECE_BYTES, decode_content=False)
+    except urllib3.exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 Inflate = Callable[..., Iterator[bytes]]

@@ -111,6 +111,17 @@ def test_a_chunked_answer_over_the_cap_is_refused_as_it_arrives(server: Callable
         _get(url, max_bytes=100_000)
 
 
+@pytest.mark.parametrize("script", [
+    lambda connection: connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"{" * 41),
+    lambda connection: connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"),
+], ids=["length", "chunked"])
+def test_a_body_cut_short_is_a_requests_error_not_a_urllib3_one(server: Callable[[Script], str],
+                                                                 script: Script) -> None:
+    url = server(script)  # the connection closes before the body is complete
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _get(url)
+
+
 def test_an_unknown_content_encoding_is_refused(server: Callable[[Script], str]) -> None:
     url = server(_answer("200 OK", {"Content-Encoding": "br"}, b"not brotli"))
     with pytest.raises(requests.exceptions.ContentDecodingError, match="unsupported Content-Encoding"):
