@@ -41,7 +41,7 @@ def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
         return run
 
     store = app.status_check.store
-    status_check._Run._finalize = timed("finalize", status_check._Run._finalize)  # type: ignore[method-assign]
+    status_check.StatusCheck._finalize = timed("finalize", status_check.StatusCheck._finalize)  # type: ignore[method-assign]
     store.write_devices = timed("devices", store.write_devices)  # type: ignore[method-assign]
     store.write_history = timed("history", store.write_history)  # type: ignore[method-assign]
     before_bytes, before_counts = _resident_bytes(), app.clients.counter.snapshot()

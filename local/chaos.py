@@ -33,7 +33,7 @@ import requests
 
 from local.azurite import PROJECT_ROOT, free_port, start_azurite
 from local.serving import wait_until_answering
-from shared.auth import SIMULATOR_TOKEN
+from local.stack import APP_SETTING_PREFIXES, simulator_app_settings, tracking_id, upload_batch
 
 HOSTILE_MESSAGES = [
     "this is not JSON",
@@ -85,11 +85,9 @@ class Stack:
         self.receiver_url = f"http://127.0.0.1:{free_port()}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("PARTNER_CENTER_", "POLL_", "ALERT_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(APP_SETTING_PREFIXES)},
+            **simulator_app_settings(self.azurite.connection_string, self.simulator_url),
             "PYTHONUNBUFFERED": "1",
-            "AzureWebJobsStorage": self.azurite.connection_string,
-            "PARTNER_CENTER_BASE_URL": self.simulator_url,
-            "PARTNER_CENTER_AUTH": "simulator",
             "PARTNER_CENTER_READ_TIMEOUT_SECONDS": "2",
             "PARTNER_CENTER_CONNECT_TIMEOUT_SECONDS": "2",
             "STATUS_QUEUE_NAME": "chaos-status",
@@ -185,11 +183,9 @@ def _upload(stack: Stack, args: argparse.Namespace, rng: random.Random) -> list[
         customer = rng.choice(customers)
         devices = [{"serialNumber": f"CH-{uuid.uuid4().hex[:12]}", "productKey": f"PK-{uuid.uuid4().hex[:10]}"}
                    for _ in range(size)]
-        response = requests.post(f"{stack.simulator_url}/v1/customers/{customer}/deviceBatches",
-                                 json={"batchId": "chaos", "devices": devices},
-                                 headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"}, timeout=120)
+        response = upload_batch(stack.simulator_url, customer, devices, "chaos", timeout=120)
         response.raise_for_status()
-        batches.append((customer, response.headers["Location"].rsplit("/", 1)[1]))
+        batches.append((customer, tracking_id(response.headers["Location"])))
     return batches
 
 

@@ -22,11 +22,10 @@ import requests
 
 from local.azurite import PROJECT_ROOT, Azurite, free_port, start_azurite
 from local.serving import wait_until_answering
-from shared.auth import SIMULATOR_TOKEN
+from local.stack import APP_SETTING_PREFIXES, simulator_app_settings, tracking_id, upload_batch
 
 TIMEOUT_SECONDS = 240
 DEMO_SETTINGS = {
-    "PARTNER_CENTER_AUTH": "simulator",
     "STATUS_QUEUE_NAME": "batch-status-requests",
     "FAILURE_QUEUE_NAME": "device-failures",
     "POLL_INITIAL_DELAY_SECONDS": "2",
@@ -47,10 +46,8 @@ def main() -> int:
         azurite = start_azurite(log_dir=workdir)
         simulator_url = f"http://127.0.0.1:{free_port()}"
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("PARTNER_CENTER_", "POLL_", "ALERT_"))},
-            **DEMO_SETTINGS,
-            "AzureWebJobsStorage": azurite.connection_string,
-            "PARTNER_CENTER_BASE_URL": simulator_url,
+            **{k: v for k, v in os.environ.items() if not k.startswith(APP_SETTING_PREFIXES)},
+            **simulator_app_settings(azurite.connection_string, simulator_url, **DEMO_SETTINGS),
             "PYTHONUNBUFFERED": "1",
         }
         print(f"Starting the Partner Center simulator on {simulator_url} (5% 429s, 5% 503s injected) ...", flush=True)
@@ -136,16 +133,11 @@ def _upload_demo_batches(simulator_url: str) -> list[dict[str, Any]]:
     ]
     batches = []
     for label, customer, devices in plans:
-        response = requests.post(
-            f"{simulator_url}/v1/customers/{customer}/deviceBatches",
-            json={"batchId": label, "devices": devices},
-            headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"},
-            timeout=30,
-        )
+        response = upload_batch(simulator_url, customer, devices, label, timeout=30)
         response.raise_for_status()
         location = response.headers["Location"]
         batches.append(
-            {"label": label, "customerId": customer, "location": location, "trackingId": location.rsplit("/", 1)[1]}
+            {"label": label, "customerId": customer, "location": location, "trackingId": tracking_id(location)}
         )
         print(f"  uploaded '{label}': 202, Location: {location}")
     missing = str(uuid.uuid4())

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from local.functions import Entry, FunctionLoadError, FunctionSpec, check_loaded, find_functions, invoke, load_entries
+from local.process_logging import configure_logging
 from local.worker import FunctionFailed, FunctionTimedOut, Invocation, WorkerExited, WorkerProcess
 from shared.app import reset_app
 from shared.config import StorageSettings, load_storage_settings
@@ -427,12 +428,6 @@ def _create_queue(queue: Any) -> None:
         queue.create_queue()
     except Exception:
         pass
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("azure", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

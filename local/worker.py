@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from local.functions import FunctionLoadError, FunctionSpec, check_loaded, invoke, load_entries
+from local.process_logging import configure_logging
 
 log = logging.getLogger("local.host")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -246,7 +247,6 @@ def serve(connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config: WorkerConfig = connection.recv()
-    from local.host import configure_logging
 
     configure_logging(config.log_level)
     try:

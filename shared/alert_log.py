@@ -24,11 +24,11 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from .storage import StorageClients
+from .table_values import set_columns
 
 CLAIM_SECONDS = 120
-
-
 CLAIM_ATTEMPTS = 3
+SENDING, SENT, RETRYING, REJECTED, FAILED = "sending", "sent", "retrying", "rejected", "failed"
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,9 @@ def claim_decision(record: AlertRecord | None, now: datetime) -> Claim | None:
     it over under its etag); a Claim that is not granted means the alert was sent, or is being sent now."""
     if record is None:
         return None
-    if record.status == "sent":
+    if record.status == SENT:
         return Claim(False, already_sent=True)
-    if record.status == "sending" and record.claimed_at is not None:
+    if record.status == SENDING and record.claimed_at is not None:
         age = (now - record.claimed_at).total_seconds()
         if age < CLAIM_SECONDS:
             return Claim(False, retry_in=CLAIM_SECONDS - age)
@@ -69,7 +69,31 @@ def claim_decision(record: AlertRecord | None, now: datetime) -> Claim | None:
 
 
 def claim_fields(now: datetime) -> dict[str, Any]:
-    return {"status": "sending", "claimedAt": now}
+    return {"status": SENDING, "claimedAt": now}
+
+
+@dataclass(frozen=True)
+class AlertAttempt:
+    """What the AlertLog row says of one claimed attempt to send an alert, written under the claim's etag."""
+
+    status: str  # sent, retrying, rejected or failed
+    type: str  # the chunk's: device_failures or batch_outcome
+    outcome: str
+    customer_id: str
+    chunk: int
+    chunks: int
+    device_count: int
+    format: str
+    attempts: int
+    correlation_id: str
+    sent_at: datetime | None = None
+    webhook_host: str | None = None
+    http_status: int | None = None
+    payload_bytes: int | None = None
+    last_error: str | None = None
+
+    def to_entity(self) -> dict[str, Any]:
+        return set_columns(self)
 
 
 class AlertLog:
@@ -93,9 +117,9 @@ class AlertLog:
                 continue  # another copy claimed it meanwhile: look again
         return Claim(False, retry_in=CLAIM_SECONDS)
 
-    def record(self, tracking_id: str, alert_id: str, fields: dict[str, Any], claim_etag: str) -> bool:
-        """Merge fields into the row this claim holds; False when another copy has claimed it since."""
-        entity = {"PartitionKey": tracking_id, "RowKey": alert_id, **fields}
+    def record(self, tracking_id: str, alert_id: str, attempt: AlertAttempt, claim_etag: str) -> bool:
+        """Merge the attempt into the row this claim holds; False when another copy has claimed it since."""
+        entity = {"PartitionKey": tracking_id, "RowKey": alert_id, **attempt.to_entity()}
         try:
             self._clients.with_table(self._table, partial(_merge_if_unchanged, entity=entity, etag=claim_etag))
         except (ResourceModifiedError, ResourceNotFoundError):

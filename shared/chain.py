@@ -27,11 +27,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from .batch_row import BatchRow, BatchRowChange
 from .failure_chunks import MAX_REASON_CHARS, BatchContext, FailureChunk, batch_outcome_chunk, failure_chunks
 from .messages import MAX_RESULT_LENGTH, MAX_STATUS_LENGTH, ChainState, StatusRequest
 from .models import ENDED_BADLY, BatchStatus, Outcome, UploadStatus
 from .policy import Finalize, PollingPolicy, PollResult, Requeue, StatusReceived, scheduled_delay
-from .results_store import BatchRow
 
 FINAL_MARK = "final:"  # chainToken while the holder finalises: final:<its token>
 
@@ -56,9 +56,14 @@ class RowWrite:
     once it is written, so a write whose answer was lost (the SDK's retry then sees 412 or 409) is recognised as
     this message's own: no other writer leaves that token in the row."""
 
-    fields: dict[str, Any]
+    change: BatchRowChange
     etag: str | None
     lands_as: str
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The properties the write sets, by their names in the table."""
+        return self.change.to_entity()
 
 
 @dataclass(frozen=True)
@@ -87,10 +92,12 @@ Resolution = Drop | Watch | Advance | Resume
 
 @dataclass(frozen=True)
 class FinalPlan:
+    outcome: Outcome
+    finalized_at: datetime
     mark: RowWrite  # chainToken final:<token>: from here on only this message may finish the batch
     batch: BatchStatus | None  # the devices to store, when Partner Center listed any
     chunks: tuple[FailureChunk, ...]  # to the failure queue: device failures and the batch alert
-    row: dict[str, Any]  # the final batch row
+    row: BatchRowChange  # the final batch row
     summary: str
 
 
@@ -128,34 +135,27 @@ def _advance(request: StatusRequest, now: datetime, policy: PollingPolicy, succe
     assert state is not None
     elapsed = (now - state.first_seen_at).total_seconds()
     next_poll_at = now + timedelta(seconds=scheduled_delay(elapsed, policy) * (1 + policy.jitter))
-    fields: dict[str, Any] = {
-        "chainToken": successor,
-        "pollCount": state.attempt + 1,
-        "lastPolledAt": now,
-        "nextPollAt": next_poll_at,
-    }
-    if state.last_status:
-        fields["status"] = state.last_status
-    if state.last_result:
-        fields["lastResult"] = state.last_result
+    change = BatchRowChange(chain_token=successor, poll_count=state.attempt + 1, last_polled_at=now,
+                            next_poll_at=next_poll_at, status=state.last_status or None,
+                            last_result=state.last_result or None)
     if creates:
-        fields = {**new_row_fields(request), **fields}
-    return Advance(request, RowWrite(fields, etag, successor), successor, next_poll_at, creates, takes_over)
+        change = new_row(request).then(change)
+    return Advance(request, RowWrite(change, etag, successor), successor, next_poll_at, creates, takes_over)
 
 
-def new_row_fields(request: StatusRequest) -> dict[str, Any]:
+def new_row(request: StatusRequest) -> BatchRowChange:
     assert request.state is not None
-    return {
-        "customerId": request.customer_id,
-        "batchTrackingId": request.batch_tracking_id,
-        "status": UploadStatus.UNKNOWN.value,
-        "outcome": Outcome.PENDING.value,
-        "deviceCount": 0,
-        "failedDeviceCount": 0,
-        "firstSeenAt": request.state.first_seen_at,
-        "correlationId": request.correlation_id or "",
-        "source": request.source or "",
-    }
+    return BatchRowChange(
+        customer_id=request.customer_id,
+        batch_tracking_id=request.batch_tracking_id,
+        status=UploadStatus.UNKNOWN.value,
+        outcome=Outcome.PENDING.value,
+        device_count=0,
+        failed_device_count=0,
+        first_seen_at=request.state.first_seen_at,
+        correlation_id=request.correlation_id or "",
+        source=request.source or "",
+    )
 
 
 def plan_requeue(state: ChainState, successor: str, decision: Requeue, result: PollResult, now: datetime,
@@ -173,12 +173,13 @@ def extension(successor: str, next_poll_at: datetime, due: datetime, etag: str |
     (a 429's Retry-After, an error backoff): otherwise a watchdog would take the chain over while it waits."""
     if due <= next_poll_at:
         return None
-    return RowWrite({"nextPollAt": due}, etag, successor)
+    return RowWrite(BatchRowChange(next_poll_at=due), etag, successor)
 
 
 def hand_on(state: ChainState, successor: str, due: datetime, etag: str | None) -> RowWrite:
     """After a resumed final turned out not to be final: give the row to the successor again."""
-    return RowWrite({"chainToken": successor, "pollCount": state.attempt + 1, "nextPollAt": due}, etag, successor)
+    return RowWrite(BatchRowChange(chain_token=successor, poll_count=state.attempt + 1, next_poll_at=due), etag,
+                    successor)
 
 
 def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, now: datetime) -> FinalPlan:
@@ -197,25 +198,21 @@ def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, n
     alert_reason = batch_alert_reason(decision, batch)
     if alert_reason is not None:
         chunks.append(batch_outcome_chunk(context, alert_reason))
-    row: dict[str, Any] = {
-        "outcome": decision.outcome.value,
-        "pollCount": state.attempt + 1,
-        "lastPolledAt": now,
-        "finalizedAt": now,
-        "chainToken": "",
-        "lastResult": decision.reason[:MAX_REASON_CHARS],
-        "correlationId": request.correlation_id or "",
-        "source": request.source or "",
-    }
+    row = BatchRowChange(outcome=decision.outcome.value, poll_count=state.attempt + 1, last_polled_at=now,
+                         finalized_at=now, chain_token="", last_result=decision.reason[:MAX_REASON_CHARS],
+                         correlation_id=request.correlation_id or "", source=request.source or "")
     if batch is not None:
-        row.update(status=batch.status, deviceCount=len(batch.devices), failedDeviceCount=len(failed),
-                   inProgressDeviceCount=len(in_progress), **batch_times(batch))
+        row = replace(row, status=batch.status, device_count=len(batch.devices), failed_device_count=len(failed),
+                      in_progress_device_count=len(in_progress), started_time=batch.started_time,
+                      completed_time=batch.completed_time)
     # nextPollAt: now, so a watchdog waits CHAIN_STALE_GRACE_SECONDS from the start of the write, not from a due
     # time that may be long past (a backlog): the grace is the time a finalisation may take.
-    mark = RowWrite({"chainToken": FINAL_MARK + state.token, "nextPollAt": now}, state.etag, FINAL_MARK + state.token)
+    mark = RowWrite(BatchRowChange(chain_token=FINAL_MARK + state.token, next_poll_at=now), state.etag,
+                    FINAL_MARK + state.token)
     summary = (f"final: {decision.outcome.value} ({decision.reason}); {context.device_count} devices, "
                f"{len(failed)} failed, {len(in_progress)} still in progress; {len(chunks)} failure chunks")
-    return FinalPlan(mark, batch if batch and batch.devices else None, tuple(chunks), row, summary)
+    stored = batch if batch and batch.devices else None
+    return FinalPlan(decision.outcome, now, mark, stored, tuple(chunks), row, summary)
 
 
 def batch_alert_reason(decision: Finalize, batch: BatchStatus | None) -> str | None:
@@ -228,12 +225,3 @@ def batch_alert_reason(decision: Finalize, batch: BatchStatus | None) -> str | N
         listed = "without listing devices" if not batch.devices else "but no listed device failed"
         return f"Partner Center reported the batch {batch.status} {listed}"
     return None
-
-
-def batch_times(batch: BatchStatus) -> dict[str, Any]:
-    times: dict[str, Any] = {}
-    if batch.started_time:
-        times["startedTime"] = batch.started_time
-    if batch.completed_time:
-        times["completedTime"] = batch.completed_time
-    return times

@@ -6,7 +6,8 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 from .policy import PollingPolicy
@@ -39,11 +40,11 @@ class StorageSettings:
     client_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PartnerCenterSettings:
-    base_url: str
-    scope: str
     auth: str
+    base_url: str = "https://api.partnercenter.microsoft.com"
+    scope: str = "https://api.partnercenter.microsoft.com/.default"
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
@@ -90,18 +91,65 @@ class Settings(StorageNames):
         return f"Settings(status_queue={self.status_queue!r}, partner_center={self.partner_center!r})"
 
 
+@dataclass(frozen=True)
+class Number:
+    """A numeric app setting for one dataclass field; its default is that field's default, written once there."""
+
+    setting: str
+    minimum: float
+    maximum: float = math.inf
+
+
+# Which app setting fills which field, and its bounds. The defaults are on the dataclass fields above.
+POLICY_NUMBERS = {
+    "initial_delay": Number("POLL_INITIAL_DELAY_SECONDS", 0, MAX_DELAY_SECONDS),
+    "max_delay": Number("POLL_MAX_DELAY_SECONDS", 0, MAX_DELAY_SECONDS),
+    "deadline": Number("POLL_DEADLINE_SECONDS", 1, MAX_DEADLINE_SECONDS),
+    "not_found_grace": Number("NOT_FOUND_GRACE_SECONDS", 0, MAX_DEADLINE_SECONDS),
+    "backoff_factor": Number("POLL_BACKOFF_FACTOR", 0, 10),
+}
+APP_NUMBERS = {
+    "chain_stale_grace": Number("CHAIN_STALE_GRACE_SECONDS", 1, MAX_DELAY_SECONDS),
+    "alert_max_attempts": Number("ALERT_MAX_ATTEMPTS", 1, 100),
+    "alert_retry_initial_delay": Number("ALERT_RETRY_INITIAL_DELAY_SECONDS", 1, 3600),
+    "alert_retry_max_delay": Number("ALERT_RETRY_MAX_DELAY_SECONDS", 1, MAX_DELAY_SECONDS),
+}
+PARTNER_CENTER_NUMBERS = {
+    "connect_timeout": Number("PARTNER_CENTER_CONNECT_TIMEOUT_SECONDS", 0.1, 120),
+    "read_timeout": Number("PARTNER_CENTER_READ_TIMEOUT_SECONDS", 0.1, 300),
+    # A poll makes at most POLL_BUDGET_CALLS calls' worth of requests: 3 x 180 s stays inside functionTimeout.
+    "call_deadline": Number("PARTNER_CENTER_CALL_DEADLINE_SECONDS", 1, 180),
+    "max_response_bytes": Number("PARTNER_CENTER_MAX_RESPONSE_BYTES", 1024, 1024**3),
+    "max_decompressed_bytes": Number("PARTNER_CENTER_MAX_DECOMPRESSED_BYTES", 1024, 1024**3),
+}
+PARTNER_CENTER_TEXTS = {
+    "base_url": "PARTNER_CENTER_BASE_URL",
+    "scope": "PARTNER_CENTER_SCOPE",
+    "locale": "PARTNER_CENTER_LOCALE",
+}
+QUEUE_NAMES = {"status_queue": "STATUS_QUEUE_NAME", "failure_queue": "FAILURE_QUEUE_NAME"}
+TABLE_NAMES = {
+    "batch_table": "BATCH_TABLE_NAME",
+    "device_table": "DEVICE_TABLE_NAME",
+    "history_table": "DEVICE_HISTORY_TABLE_NAME",
+    "alert_table": "ALERT_TABLE_NAME",
+}
+
+
+def default_of(owner: type, name: str) -> Any:
+    """The default written on a dataclass field."""
+    found = next(f for f in fields(owner) if f.name == name)
+    if found.default is MISSING:
+        raise TypeError(f"{owner.__name__}.{name} has no default")
+    return found.default
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     reader = _Reader(env)
-    policy = PollingPolicy(
-        initial_delay=reader.seconds("POLL_INITIAL_DELAY_SECONDS", 30, minimum=0, maximum=MAX_DELAY_SECONDS),
-        max_delay=reader.seconds("POLL_MAX_DELAY_SECONDS", 600, minimum=0, maximum=MAX_DELAY_SECONDS),
-        deadline=reader.seconds("POLL_DEADLINE_SECONDS", 172_800, minimum=1, maximum=MAX_DEADLINE_SECONDS),
-        not_found_grace=reader.seconds("NOT_FOUND_GRACE_SECONDS", 900, minimum=0, maximum=MAX_DEADLINE_SECONDS),
-        backoff_factor=reader.seconds("POLL_BACKOFF_FACTOR", 0.18, minimum=0, maximum=10),
-    )
+    policy = PollingPolicy(**reader.numbers(PollingPolicy, POLICY_NUMBERS))
     if policy.max_delay < policy.initial_delay:
         raise ConfigError("POLL_MAX_DELAY_SECONDS must not be smaller than POLL_INITIAL_DELAY_SECONDS")
-    webhook_format = reader.text("ALERT_WEBHOOK_FORMAT", "generic").lower()
+    webhook_format = reader.text("ALERT_WEBHOOK_FORMAT", default_of(Settings, "alert_webhook_format")).lower()
     if webhook_format not in ALERT_FORMATS:
         raise ConfigError(f"ALERT_WEBHOOK_FORMAT must be one of {', '.join(ALERT_FORMATS)}, got {webhook_format!r}")
     webhook_url = reader.optional("ALERT_WEBHOOK_URL")
@@ -113,13 +161,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         **vars(load_storage_names(env)),
         partner_center=_partner_center(reader),
         policy=policy,
-        chain_stale_grace=reader.seconds("CHAIN_STALE_GRACE_SECONDS", 900, minimum=1, maximum=MAX_DELAY_SECONDS),
         alert_webhook_url=webhook_url,
         alert_webhook_format=webhook_format,
-        alert_max_attempts=int(reader.seconds("ALERT_MAX_ATTEMPTS", 10, minimum=1, maximum=100)),
-        alert_retry_initial_delay=reader.seconds("ALERT_RETRY_INITIAL_DELAY_SECONDS", 30, minimum=1, maximum=3600),
-        alert_retry_max_delay=reader.seconds("ALERT_RETRY_MAX_DELAY_SECONDS", 3600, minimum=1,
-                                             maximum=MAX_DELAY_SECONDS),
+        **reader.numbers(Settings, APP_NUMBERS),
     )
 
 
@@ -130,15 +174,9 @@ def load_storage_settings(env: Mapping[str, str]) -> StorageSettings:
 def load_storage_names(env: Mapping[str, str]) -> StorageNames:
     """The storage settings alone: enough for the audit and operator commands."""
     reader = _Reader(env)
-    return StorageNames(
-        storage=_storage(reader),
-        status_queue=reader.queue("STATUS_QUEUE_NAME", "batch-status-requests"),
-        failure_queue=reader.queue("FAILURE_QUEUE_NAME", "device-failures"),
-        batch_table=reader.table("BATCH_TABLE_NAME", "BatchUploadStatus"),
-        device_table=reader.table("DEVICE_TABLE_NAME", "DeviceUploadStatus"),
-        history_table=reader.table("DEVICE_HISTORY_TABLE_NAME", "DeviceUploadHistory"),
-        alert_table=reader.table("ALERT_TABLE_NAME", "AlertLog"),
-    )
+    queues = {name: reader.queue(setting, default_of(StorageNames, name)) for name, setting in QUEUE_NAMES.items()}
+    tables = {name: reader.table(setting, default_of(StorageNames, name)) for name, setting in TABLE_NAMES.items()}
+    return StorageNames(storage=_storage(reader), **queues, **tables)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -177,13 +215,34 @@ def _storage(reader: _Reader) -> StorageSettings:
 
 
 def _partner_center(reader: _Reader) -> PartnerCenterSettings:
-    base_url = reader.text("PARTNER_CENTER_BASE_URL", "https://api.partnercenter.microsoft.com").rstrip("/")
+    texts = {name: reader.text(setting, default_of(PartnerCenterSettings, name))
+             for name, setting in PARTNER_CENTER_TEXTS.items()}
+    base_url = texts.pop("base_url").rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError(f"PARTNER_CENTER_BASE_URL must be an absolute https URL, got {base_url!r}")
     loopback = is_loopback_url(base_url)
     if parts.scheme == "http" and not loopback:
         raise ConfigError("PARTNER_CENTER_BASE_URL must use https unless it points at a loopback address")
+    auth = _auth_mode(reader, base_url, loopback)
+    return PartnerCenterSettings(
+        base_url=base_url,
+        auth=auth,
+        tenant_id=reader.optional("PARTNER_CENTER_TENANT_ID"),
+        client_id=reader.optional("PARTNER_CENTER_CLIENT_ID"),
+        client_secret=reader.optional("PARTNER_CENTER_CLIENT_SECRET"),
+        certificate_path=reader.optional("PARTNER_CENTER_CERTIFICATE_PATH"),
+        certificate_data=reader.optional("PARTNER_CENTER_CERTIFICATE"),
+        certificate_password=reader.optional("PARTNER_CENTER_CERTIFICATE_PASSWORD"),
+        managed_identity_client_id=reader.optional("PARTNER_CENTER_MANAGED_IDENTITY_CLIENT_ID"),
+        scope=texts["scope"],
+        locale=texts["locale"],
+        **reader.numbers(PartnerCenterSettings, PARTNER_CENTER_NUMBERS),
+    )
+
+
+def _auth_mode(reader: _Reader, base_url: str, loopback: bool) -> str:
+    """PARTNER_CENTER_AUTH, checked along with the settings that mode needs."""
     auth = reader.optional("PARTNER_CENTER_AUTH")
     if not auth:
         raise ConfigError(f"PARTNER_CENTER_AUTH is not set; choose one of {', '.join(AUTH_MODES)}")
@@ -214,27 +273,7 @@ def _partner_center(reader: _Reader) -> PartnerCenterSettings:
             "PARTNER_CENTER_CERTIFICATE (base64 PKCS#12 or PEM text, e.g. a Key Vault reference) or "
             "PARTNER_CENTER_CERTIFICATE_PATH is required when PARTNER_CENTER_AUTH=certificate"
         )
-    return PartnerCenterSettings(
-        base_url=base_url,
-        scope=reader.text("PARTNER_CENTER_SCOPE", "https://api.partnercenter.microsoft.com/.default"),
-        auth=auth,
-        tenant_id=reader.optional("PARTNER_CENTER_TENANT_ID"),
-        client_id=reader.optional("PARTNER_CENTER_CLIENT_ID"),
-        client_secret=reader.optional("PARTNER_CENTER_CLIENT_SECRET"),
-        certificate_path=reader.optional("PARTNER_CENTER_CERTIFICATE_PATH"),
-        certificate_data=reader.optional("PARTNER_CENTER_CERTIFICATE"),
-        certificate_password=reader.optional("PARTNER_CENTER_CERTIFICATE_PASSWORD"),
-        managed_identity_client_id=reader.optional("PARTNER_CENTER_MANAGED_IDENTITY_CLIENT_ID"),
-        locale=reader.text("PARTNER_CENTER_LOCALE", "en-US"),
-        connect_timeout=reader.seconds("PARTNER_CENTER_CONNECT_TIMEOUT_SECONDS", 5, minimum=0.1, maximum=120),
-        read_timeout=reader.seconds("PARTNER_CENTER_READ_TIMEOUT_SECONDS", 30, minimum=0.1, maximum=300),
-        # A poll makes at most POLL_BUDGET_CALLS calls' worth of requests: 3 x 180 s stays inside functionTimeout.
-        call_deadline=reader.seconds("PARTNER_CENTER_CALL_DEADLINE_SECONDS", 120, minimum=1, maximum=180),
-        max_response_bytes=int(reader.seconds("PARTNER_CENTER_MAX_RESPONSE_BYTES", 64 * 1024 * 1024,
-                                              minimum=1024, maximum=1024**3)),
-        max_decompressed_bytes=int(reader.seconds("PARTNER_CENTER_MAX_DECOMPRESSED_BYTES", 128 * 1024 * 1024,
-                                                  minimum=1024, maximum=1024**3)),
-    )
+    return auth
 
 
 def _plain(number: float) -> str:
@@ -265,6 +304,15 @@ class _Reader:
                      else f"at least {_plain(minimum)}")
             raise ConfigError(f"{name} must be {bound}, got {raw!r}")
         return value
+
+    def numbers(self, owner: type, numbers: Mapping[str, Number]) -> dict[str, Any]:
+        """Each field's value from its setting, or the field's default; a field whose default is an int stays one."""
+        values: dict[str, Any] = {}
+        for name, number in numbers.items():
+            default = default_of(owner, name)
+            value = self.seconds(number.setting, default, number.minimum, number.maximum)
+            values[name] = int(value) if isinstance(default, int) else value
+        return values
 
     def queue(self, name: str, default: str) -> str:
         value = self.text(name, default)

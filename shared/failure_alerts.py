@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .alert_formats import code_counts, render
-from .alert_log import Claim
+from .alert_log import FAILED, REJECTED, RETRYING, SENT, AlertAttempt, Claim
 from .config import Settings
 from .failure_chunks import BadChunkError, FailureChunk
 from .log import ContextLogger, context_logger
@@ -30,13 +30,11 @@ class _Sending:
     claim: Claim
     log: ContextLogger
 
-    def record_fields(self, alert_format: str) -> dict[str, Any]:
+    def attempt(self, alert_format: str, status: str, **details: Any) -> AlertAttempt:
         chunk = self.chunk
-        return {
-            "type": chunk.type, "outcome": chunk.outcome, "customerId": chunk.customer_id, "chunk": chunk.chunk,
-            "chunks": chunk.chunks, "deviceCount": len(chunk.devices), "format": alert_format,
-            "attempts": chunk.delivery_attempt + 1, "correlationId": chunk.correlation_id or "",
-        }
+        return AlertAttempt(status, chunk.type, chunk.outcome, chunk.customer_id, chunk.chunk, chunk.chunks,
+                            len(chunk.devices), alert_format, chunk.delivery_attempt + 1, chunk.correlation_id or "",
+                            **details)
 
 
 class FailureNotifier:
@@ -76,20 +74,19 @@ class FailureNotifier:
         sending = _Sending(chunk, claim, log)
         if self.sender is None:
             self._log_only(chunk, log)
-            self._record(sending, {"status": "sent", "sentAt": self.clock(), "webhookHost": "log"})
+            self._record(sending, SENT, sent_at=self.clock(), webhook_host="log")
             return
         payload = render(chunk.document(), self.settings.alert_webhook_format)
         result = self.sender.send(payload, chunk.alert_id)
         if isinstance(result, Delivered):
-            self._record(sending, {"status": "sent", "sentAt": self.clock(), "webhookHost": self.sender.host,
-                                   "httpStatus": result.status_code,
-                                   "payloadBytes": len(json.dumps(payload).encode())})
+            self._record(sending, SENT, sent_at=self.clock(), webhook_host=self.sender.host,
+                         http_status=result.status_code, payload_bytes=len(json.dumps(payload).encode()))
             log.info("alert %s sent to %s (chunk %s of %s, %d devices)", chunk.outcome, self.sender.host,
                      chunk.chunk, chunk.chunks, len(chunk.devices))
         elif isinstance(result, RetryLater):
             self._retry(sending, result)
         elif isinstance(result, Rejected):
-            if not self._record(sending, {"status": "rejected", "lastError": result.reason}):
+            if not self._record(sending, REJECTED, last_error=result.reason):
                 return  # another copy holds the claim now and will finish this alert
             self._poison(chunk.to_json(), result.reason)
             log.error("alert refused: %s; the chunk is in %s", result.reason,
@@ -100,7 +97,7 @@ class FailureNotifier:
         attempts = chunk.delivery_attempt + 1
         if attempts >= self.settings.alert_max_attempts:
             reason = f"webhook delivery gave up after {attempts} attempts: {result.reason}"
-            if not self._record(sending, {"status": "failed", "lastError": reason}):
+            if not self._record(sending, FAILED, last_error=reason):
                 return  # another copy holds the claim now and will finish this alert
             self._poison(chunk.to_json(), reason)
             log.error("%s; the chunk is in %s", reason, poison_queue_name(self.settings.failure_queue))
@@ -108,21 +105,20 @@ class FailureNotifier:
         backoff = min(self.settings.alert_retry_max_delay,
                       self.settings.alert_retry_initial_delay * 2.0 ** min(chunk.delivery_attempt, 30))
         delay = max(backoff, min(result.retry_after or 0.0, MAX_HONOURED_RETRY_AFTER_SECONDS))
-        if not self._record(sending, {"status": "retrying", "lastError": result.reason}):
+        if not self._record(sending, RETRYING, last_error=result.reason):
             return  # another copy holds the claim now and will finish this alert
         self._requeue(chunk.next_delivery(), delay)
         log.warning("%s; alert requeued, attempt %d of %d in %.0f s", result.reason, attempts + 1,
                     self.settings.alert_max_attempts, delay)
 
-    def _record(self, sending: _Sending, fields: dict[str, Any]) -> bool:
+    def _record(self, sending: _Sending, status: str, **details: Any) -> bool:
         """Write the outcome of this attempt, unless another copy took the claim over meanwhile."""
         chunk = sending.chunk
         written = self.alert_log.record(chunk.batch_tracking_id, chunk.alert_id,
-                                        {**sending.record_fields(self.settings.alert_webhook_format), **fields},
+                                        sending.attempt(self.settings.alert_webhook_format, status, **details),
                                         sending.claim.etag)
         if not written:
-            sending.log.warning("the AlertLog claim was taken over by another copy; status %s not written",
-                                fields["status"])
+            sending.log.warning("the AlertLog claim was taken over by another copy; status %s not written", status)
         return written
 
     def _requeue(self, chunk: FailureChunk, delay: float) -> None:

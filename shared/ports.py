@@ -8,14 +8,13 @@ functional tier with an injected clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from .alert_log import Claim
+from .alert_log import AlertAttempt, Claim
+from .batch_row import BatchRow, BatchRowChange
 from .models import BatchStatus
 from .policy import PollResult
-from .results_store import BatchRow
 from .webhook import DeliveryResult
 
 
@@ -33,12 +32,12 @@ class BatchStore(Protocol):
 
     def write_tracking_index(self, customer_id: str, tracking_id: str) -> None: ...
 
-    def create_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any]) -> str | None:
+    def create_batch(self, customer_id: str, tracking_id: str, change: BatchRowChange) -> str | None:
         """The new row's etag; None when the row exists already."""
         ...
 
-    def update_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any], etag: str | None) -> str:
-        """Merge fields; with an etag only if the row is unchanged (else RowChangedError). The new etag."""
+    def update_batch(self, customer_id: str, tracking_id: str, change: BatchRowChange, etag: str | None) -> str:
+        """Merge the change; with an etag only if the row is unchanged (else RowChangedError). The new etag."""
         ...
 
 
@@ -59,7 +58,7 @@ class AlertRecords(Protocol):
 
     def claim(self, tracking_id: str, alert_id: str, now: datetime) -> Claim: ...
 
-    def record(self, tracking_id: str, alert_id: str, fields: dict[str, Any], claim_etag: str) -> bool: ...
+    def record(self, tracking_id: str, alert_id: str, attempt: AlertAttempt, claim_etag: str) -> bool: ...
 
 
 class PartnerCenter(Protocol):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -13,6 +12,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from .batch_row import BatchRow, BatchRowChange
 from .device_keys import device_row_keys, history_partition_key
 from .log import context_logger
 from .models import BatchStatus, DeviceStatus
@@ -28,48 +28,6 @@ _RESERVED = frozenset({"PartitionKey", "RowKey", "Timestamp", "customerId", "bat
 
 class RowChangedError(Exception):
     """The batch row's etag no longer matches: another message changed it."""
-
-
-@dataclass(frozen=True)
-class BatchRow:
-    """The batch row as read (BatchUploadStatus), with the fields the polling chain decides on."""
-
-    etag: str
-    outcome: str = "pending"
-    status: str = "unknown"
-    chain_token: str = ""
-    first_seen_at: datetime | None = None
-    next_poll_at: datetime | None = None
-    last_polled_at: datetime | None = None
-    poll_count: int = 0
-    correlation_id: str = ""
-    source: str = ""
-
-    @property
-    def is_final(self) -> bool:
-        return self.outcome != "pending"
-
-    @classmethod
-    def from_entity(cls, entity: Mapping[str, Any], etag: str) -> BatchRow:
-        poll_count = entity.get("pollCount")
-        return cls(
-            etag=etag,
-            outcome=str(entity.get("outcome") or "pending"),
-            status=str(entity.get("status") or "unknown"),
-            chain_token=str(entity.get("chainToken") or ""),
-            first_seen_at=_utc(entity.get("firstSeenAt")),
-            next_poll_at=_utc(entity.get("nextPollAt")),
-            last_polled_at=_utc(entity.get("lastPolledAt")),
-            poll_count=poll_count if isinstance(poll_count, int) and not isinstance(poll_count, bool) else 0,
-            correlation_id=str(entity.get("correlationId") or ""),
-            source=str(entity.get("source") or ""),
-        )
-
-
-def _utc(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class ResultsStore:
@@ -95,18 +53,18 @@ class ResultsStore:
         entity = {"PartitionKey": TRACKING_INDEX_PARTITION, "RowKey": tracking_id, "customerId": customer_id}
         self._clients.with_table(self._batch_table, lambda client: client.upsert_entity(entity))
 
-    def create_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any]) -> str | None:
+    def create_batch(self, customer_id: str, tracking_id: str, change: BatchRowChange) -> str | None:
         """Create the row; None when it already exists."""
-        entity = fit_entity({"PartitionKey": customer_id, "RowKey": tracking_id, **fields})
+        entity = fit_entity({"PartitionKey": customer_id, "RowKey": tracking_id, **change.to_entity()})
         try:
             metadata = self._clients.with_table(self._batch_table, lambda client: client.create_entity(entity))
         except ResourceExistsError:
             return None
         return str(metadata["etag"])
 
-    def update_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any], etag: str | None) -> str:
-        """Merge fields; with an etag, only if the row is unchanged (else RowChangedError)."""
-        entity = fit_entity({"PartitionKey": customer_id, "RowKey": tracking_id, **fields})
+    def update_batch(self, customer_id: str, tracking_id: str, change: BatchRowChange, etag: str | None) -> str:
+        """Merge the change; with an etag, only if the row is unchanged (else RowChangedError)."""
+        entity = fit_entity({"PartitionKey": customer_id, "RowKey": tracking_id, **change.to_entity()})
         if etag is None:
             metadata = self._clients.with_table(self._batch_table, lambda client: client.upsert_entity(entity))
             return str(metadata["etag"])

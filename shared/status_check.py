@@ -31,7 +31,7 @@ from .chain import (
 from .config import Settings
 from .log import ContextLogger, context_logger
 from .messages import BadMessageError, StatusRequest, parse_status_request
-from .models import ENDED_BADLY, Outcome
+from .models import ENDED_BADLY
 from .poison import send_to_poison
 from .policy import Decision, Finalize, PollResult, decide
 from .ports import PartnerCenter, Queues, ResultsStorage
@@ -129,7 +129,7 @@ class StatusCheck:
         request = resolution.request
         if resolution.creates:
             self.store.write_tracking_index(request.customer_id, request.batch_tracking_id)
-            etag = self.store.create_batch(request.customer_id, request.batch_tracking_id, resolution.write.fields)
+            etag = self.store.create_batch(request.customer_id, request.batch_tracking_id, resolution.write.change)
             if etag is None:  # the row exists: created by another copy, or by this create whose answer was lost
                 etag = self._landed(request, resolution.write)
             if etag is not None:
@@ -171,9 +171,8 @@ class StatusCheck:
                 return False  # another chain holds the batch now, or it is final already
         customer, tracking = request.customer_id, request.batch_tracking_id
         if plan.batch is not None:
-            now = plan.row["finalizedAt"]
-            transactions = self.store.write_devices(customer, tracking, plan.batch, now)
-            history = self.store.write_history(customer, tracking, plan.batch, now)
+            transactions = self.store.write_devices(customer, tracking, plan.batch, plan.finalized_at)
+            history = self.store.write_history(customer, tracking, plan.batch, plan.finalized_at)
             log.info("stored %d devices in %d transactions and %d history writes", len(plan.batch.devices),
                      transactions, history)
         for chunk in plan.chunks:
@@ -181,14 +180,14 @@ class StatusCheck:
         if self._write(request, RowWrite(plan.row, etag, "")) is None:
             log.warning("the batch row changed while it was being finalised; the chain that holds it now "
                         "finishes it")
-        (log.warning if Outcome(plan.row["outcome"]) in ENDED_BADLY else log.info)("%s", plan.summary)
+        (log.warning if plan.outcome in ENDED_BADLY else log.info)("%s", plan.summary)
         return True
 
     # --- storage ----------------------------------------------------------------------------------------
     def _write(self, request: StatusRequest, write: RowWrite) -> str | None:
         """Merge into the batch row if it is as this message read it; None on a conflict that is not its own."""
         try:
-            return self.store.update_batch(request.customer_id, request.batch_tracking_id, write.fields, write.etag)
+            return self.store.update_batch(request.customer_id, request.batch_tracking_id, write.change, write.etag)
         except RowChangedError:
             return self._landed(request, write)
 

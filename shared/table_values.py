@@ -8,6 +8,7 @@ at most 100 entities and 4 MiB.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -143,3 +144,15 @@ def _shrink_to_budget(entity: dict[str, Any], truncated: list[str]) -> None:
         entity[longest] = cut_utf16(entity[longest], max(SHORTEST_CUT, before // 2))
         excess -= 2 * (before - utf16_units(entity[longest]))
         truncated.append(longest)
+
+
+def column(field_name: str) -> str:
+    """The table property that holds a dataclass field: first_seen_at -> firstSeenAt. The one rule that ties the
+    Python names of the typed rows (BatchRow, BatchRowChange, AlertAttempt) to the contract's property names."""
+    head, *rest = field_name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def set_columns(row: Any) -> dict[str, Any]:
+    """A dataclass row's fields that are set (not None), by their property names."""
+    return {column(f.name): getattr(row, f.name) for f in dataclasses.fields(row) if getattr(row, f.name) is not None}

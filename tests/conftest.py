@@ -18,10 +18,10 @@ import requests
 from local.azurite import Azurite, start_azurite
 from local.host import LocalHost
 from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_in_thread
+from local.stack import APP_SETTING_PREFIXES, simulator_app_settings, upload_batch
 from local.webhook_receiver import ReceiverServer
 from local.webhook_receiver import start_in_thread as start_receiver
 from shared.app import reset_app
-from shared.auth import SIMULATOR_TOKEN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -52,31 +52,29 @@ def receiver() -> Iterator[ReceiverServer]:
 
 @pytest.fixture
 def settings_env(azurite: Azurite, simulator: SimulatorServer, receiver: ReceiverServer,
-                 monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """App settings for one test: its own queues and tables, short polling delays."""
     suffix = uuid.uuid4().hex[:8]
-    values = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "PARTNER_CENTER_BASE_URL": simulator.url,
-        "PARTNER_CENTER_AUTH": "simulator",
-        "STATUS_QUEUE_NAME": f"status-{suffix}",
-        "FAILURE_QUEUE_NAME": f"failures-{suffix}",
-        "BATCH_TABLE_NAME": f"Batch{suffix}",
-        "DEVICE_TABLE_NAME": f"Device{suffix}",
-        "DEVICE_HISTORY_TABLE_NAME": f"History{suffix}",
-        "ALERT_TABLE_NAME": f"Alert{suffix}",
-        "POLL_INITIAL_DELAY_SECONDS": "1",
-        "POLL_MAX_DELAY_SECONDS": "2",
-        "POLL_DEADLINE_SECONDS": "120",
-        "NOT_FOUND_GRACE_SECONDS": "60",
-        "CHAIN_STALE_GRACE_SECONDS": "3",
-        "ALERT_WEBHOOK_URL": receiver.url + "/hooks/secret-token-abc",
-        "ALERT_WEBHOOK_FORMAT": "generic",
-        "ALERT_RETRY_INITIAL_DELAY_SECONDS": "1",
-        "ALERT_RETRY_MAX_DELAY_SECONDS": "2",
-    }
-    for name in [key for key in os.environ if key.startswith(("PARTNER_CENTER_", "POLL_", "ALERT_"))]:
-        monkeypatch.delenv(name)
+    values = simulator_app_settings(
+        azurite.connection_string, simulator.url,
+        STATUS_QUEUE_NAME=f"status-{suffix}",
+        FAILURE_QUEUE_NAME=f"failures-{suffix}",
+        BATCH_TABLE_NAME=f"Batch{suffix}",
+        DEVICE_TABLE_NAME=f"Device{suffix}",
+        DEVICE_HISTORY_TABLE_NAME=f"History{suffix}",
+        ALERT_TABLE_NAME=f"Alert{suffix}",
+        POLL_INITIAL_DELAY_SECONDS="1",
+        POLL_MAX_DELAY_SECONDS="2",
+        POLL_DEADLINE_SECONDS="120",
+        NOT_FOUND_GRACE_SECONDS="60",
+        CHAIN_STALE_GRACE_SECONDS="3",
+        ALERT_WEBHOOK_URL=receiver.url + "/hooks/secret-token-abc",
+        ALERT_WEBHOOK_FORMAT="generic",
+        ALERT_RETRY_INITIAL_DELAY_SECONDS="1",
+        ALERT_RETRY_MAX_DELAY_SECONDS="2",
+    )
+    for name in [key for key in os.environ if key.startswith(APP_SETTING_PREFIXES)]:
+        monkeypatch.delenv(name)  # through monkeypatch, so that a test's own setenv is undone with these
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     reset_app()
@@ -108,12 +106,7 @@ class Stack:
 
     def upload(self, customer_id: str, devices: list[dict[str, Any]]) -> str:
         """Upload like an upstream job; returns the Location header."""
-        response = requests.post(
-            f"{self.simulator.url}/v1/customers/{customer_id}/deviceBatches",
-            json={"batchId": f"test-{uuid.uuid4().hex[:6]}", "devices": devices},
-            headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"},
-            timeout=10,
-        )
+        response = upload_batch(self.simulator.url, customer_id, devices, f"test-{uuid.uuid4().hex[:6]}", timeout=10)
         assert response.status_code == 202, response.text
         return response.headers["Location"]
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..batch_row import BatchRowChange
 from ..config import StorageNames
 from ..messages import ChainState, StatusRequest
+from ..models import Outcome
 from ..poison import poison_queue_name
 from ..results_store import ResultsStore, RowChangedError
 from ..storage import StorageClients
@@ -128,25 +130,25 @@ def resubmit(queries: AuditQueries, store: ResultsStore, clients: StorageClients
         if fresh is None or fresh.get("outcome") != outcome:
             continue  # changed meanwhile
         token = uuid.uuid4().hex
-        fields = {
-            "outcome": "pending",
-            "previousOutcome": outcome,
-            "chainToken": token,
-            "firstSeenAt": now,
-            "originalFirstSeenAt": fresh.get("originalFirstSeenAt") or fresh.get("firstSeenAt"),
-            "nextPollAt": now,
-            "resubmittedAt": now,
-            "resubmitCount": int(fresh.get("resubmitCount") or 0) + 1,
-        }
+        change = BatchRowChange(
+            outcome=Outcome.PENDING.value,
+            previous_outcome=outcome,
+            chain_token=token,
+            first_seen_at=now,
+            original_first_seen_at=fresh.get("originalFirstSeenAt") or fresh.get("firstSeenAt"),
+            next_poll_at=now,
+            resubmitted_at=now,
+            resubmit_count=int(fresh.get("resubmitCount") or 0) + 1,
+        )
         try:
-            etag = store.update_batch(customer_id, tracking_id, fields, fresh["_etag"])
+            etag = store.update_batch(customer_id, tracking_id, change, fresh["_etag"])
         except RowChangedError:
             continue
         state = ChainState(token, now, attempt=int(fresh.get("pollCount") or 0), etag=etag)
         request = StatusRequest(customer_id, tracking_id, str(fresh.get("correlationId") or "") or None,
                                 str(fresh.get("source") or "") or None, state)
         clients.send(names.status_queue, request.to_message())
-        done.append({**fresh, **fields})
+        done.append({**fresh, **change.to_entity()})
     return done
 
 

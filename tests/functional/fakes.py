@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.alert_log import AlertRecord, Claim, claim_decision, claim_fields
+from shared.alert_log import AlertAttempt, AlertRecord, Claim, claim_decision, claim_fields
+from shared.batch_row import BatchRow, BatchRowChange
 from shared.models import BatchStatus
 from shared.policy import PollResult
-from shared.results_store import BatchRow, RowChangedError
+from shared.results_store import RowChangedError
 from shared.webhook import Delivered, DeliveryResult
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -173,8 +174,9 @@ class FakeResultsStore:
         self.faults.check("before:index")
         self.index[tracking_id] = customer_id
 
-    def create_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any]) -> str | None:
+    def create_batch(self, customer_id: str, tracking_id: str, change: BatchRowChange) -> str | None:
         key = (customer_id, tracking_id)
+        fields = change.to_entity()
         self.faults.check("before:create")
         if key in self.rows:
             return None
@@ -184,8 +186,9 @@ class FakeResultsStore:
             return None
         return self.etags[key]
 
-    def update_batch(self, customer_id: str, tracking_id: str, fields: Mapping[str, Any], etag: str | None) -> str:
+    def update_batch(self, customer_id: str, tracking_id: str, change: BatchRowChange, etag: str | None) -> str:
         key = (customer_id, tracking_id)
+        fields = change.to_entity()
         point = "final" if fields.get("chainToken") == "" else "claim-final" if str(
             fields.get("chainToken", "")).startswith("final:") else "row"
         self.faults.check(f"before:{point}")
@@ -241,12 +244,12 @@ class FakeAlertLog:
         self.etags[key] = self._etag.next()
         return Claim(True, etag=self.etags[key])
 
-    def record(self, tracking_id: str, alert_id: str, fields: dict[str, Any], claim_etag: str) -> bool:
+    def record(self, tracking_id: str, alert_id: str, attempt: AlertAttempt, claim_etag: str) -> bool:
         key = (tracking_id, alert_id)
-        self.faults.check(f"before:alert-{fields.get('status')}")
+        self.faults.check(f"before:alert-{attempt.status}")
         if self.etags.get(key) != claim_etag:
             return False
-        self.rows[key].update(fields)
+        self.rows[key].update(attempt.to_entity())
         self.etags[key] = self._etag.next()
         return True
 

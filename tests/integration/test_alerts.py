@@ -6,11 +6,12 @@ import json
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.alert_log import CLAIM_SECONDS, AlertLog
+from shared.alert_log import CLAIM_SECONDS, AlertAttempt, AlertLog
 from shared.app import get_app
 from shared.failure_alerts import FailureNotifier
 from shared.failure_chunks import BatchContext, failure_chunks
@@ -199,8 +200,9 @@ def test_a_copy_whose_claim_was_taken_over_never_overwrites_the_alert_log(stack:
     assert stale.granted and not log.claim(tracking, alert_id, start + timedelta(seconds=60)).granted
     fresh = log.claim(tracking, alert_id, start + timedelta(seconds=CLAIM_SECONDS + 1))  # the first looks dead
     assert fresh.granted and fresh.etag != stale.etag
-    assert log.record(tracking, alert_id, {"status": "sent"}, fresh.etag)
-    assert not log.record(tracking, alert_id, {"status": "retrying", "lastError": "late"}, stale.etag)
+    attempt = AlertAttempt("sent", "device_failures", "completed_with_failures", "c", 1, 1, 1, "generic", 1, "")
+    assert log.record(tracking, alert_id, attempt, fresh.etag)
+    assert not log.record(tracking, alert_id, replace(attempt, status="retrying", last_error="late"), stale.etag)
     [row] = stack.rows("ALERT_TABLE_NAME")
     assert row["status"] == "sent" and "lastError" not in row
     assert log.claim(tracking, alert_id, start + timedelta(seconds=600)).already_sent

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.batch_row import BatchRow, BatchRowChange
 from shared.chain import (
     FINAL_MARK,
     Advance,
@@ -23,7 +24,6 @@ from shared.chain import (
 from shared.messages import ChainState, StatusRequest
 from shared.models import BatchStatus, DeviceStatus, Outcome
 from shared.policy import Finalize, NotFound, PollingPolicy, Requeue, StatusReceived
-from shared.results_store import BatchRow
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 FIRST_SEEN = NOW - timedelta(minutes=30)
@@ -143,7 +143,7 @@ def test_a_delay_longer_than_the_row_says_is_written_before_the_successor_waits(
     planned = NOW + timedelta(seconds=33)
     assert extension("bbbb", planned, NOW + timedelta(seconds=30), "e") is None
     write = extension("bbbb", planned, NOW + timedelta(seconds=3600), "e")
-    assert write == RowWrite({"nextPollAt": NOW + timedelta(seconds=3600)}, "e", "bbbb")
+    assert write == RowWrite(BatchRowChange(next_poll_at=NOW + timedelta(seconds=3600)), "e", "bbbb")
     handed = hand_on(ChainState("aaaa", FIRST_SEEN, attempt=2), "bbbb", NOW + timedelta(seconds=60), "e")
     assert handed.fields == {"chainToken": "bbbb", "pollCount": 3, "nextPollAt": NOW + timedelta(seconds=60)}
 
@@ -158,14 +158,14 @@ def test_a_final_marks_the_row_for_its_holder_first() -> None:
     assert plan.mark.fields["chainToken"] == FINAL_MARK + "aaaa" and plan.mark.etag == "row-etag"  # type: ignore
     # a watchdog waits the stale grace from the start of the write, not from a due time long past
     assert plan.mark.fields["nextPollAt"] == NOW  # type: ignore[attr-defined]
-    assert plan.row["chainToken"] == "" and plan.row["pollCount"] == 8 and plan.chunks == ()  # type: ignore
+    assert plan.row.chain_token == "" and plan.row.poll_count == 8 and plan.chunks == ()  # type: ignore
 
 
 def test_a_completed_batch_with_failed_devices_sends_device_chunks_only() -> None:
     batch = BatchStatus(None, "finished", None, None, (_device("A", "finished"), _device("B", "finished", "808")))
     plan = _final(Outcome.COMPLETED_WITH_FAILURES, StatusReceived(batch))
     assert [chunk.type for chunk in plan.chunks] == ["device_failures"]  # type: ignore[attr-defined]
-    assert plan.row["failedDeviceCount"] == 1 and plan.batch is batch  # type: ignore[attr-defined]
+    assert plan.row.failed_device_count == 1 and plan.batch is batch  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("outcome", [Outcome.TIMED_OUT, Outcome.NOT_FOUND, Outcome.ACCESS_DENIED,
@@ -186,7 +186,7 @@ def test_a_timed_out_batch_alerts_failed_devices_not_those_still_in_progress() -
     assert [d["serialNumber"] for d in device_chunk.devices] == ["BAD"]
     assert batch_chunk.in_progress_device_count == 2 and batch_chunk.failed_device_count == 1
     assert batch_chunk.reason == "not final 172800 s after first seen; 2 device(s) were still in progress"
-    assert plan.row["inProgressDeviceCount"] == 2  # type: ignore[attr-defined]
+    assert plan.row.in_progress_device_count == 2  # type: ignore[attr-defined]
 
 
 def test_finished_with_errors_without_a_failed_device_is_alerted_as_a_batch() -> None:

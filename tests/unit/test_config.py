@@ -1,6 +1,17 @@
 import pytest
 
-from shared.config import AZURITE_CONNECTION_STRING, ConfigError, load_settings
+from shared.config import (
+    APP_NUMBERS,
+    AZURITE_CONNECTION_STRING,
+    PARTNER_CENTER_NUMBERS,
+    POLICY_NUMBERS,
+    ConfigError,
+    PartnerCenterSettings,
+    Settings,
+    default_of,
+    load_settings,
+)
+from shared.policy import PollingPolicy
 
 BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "PARTNER_CENTER_AUTH": "default"}
 
@@ -68,3 +79,16 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
                               "PARTNER_CENTER_CLIENT_ID": "c", "PARTNER_CENTER_CLIENT_SECRET": "s3cr3t-value",
                               "ALERT_WEBHOOK_URL": "https://hooks.example.com/secret-path"})
     assert "s3cr3t-value" not in repr(settings) and "secret-path" not in repr(settings)
+
+
+def test_each_setting_read_unset_is_its_fields_one_default_and_set_reaches_that_field() -> None:
+    tables = [(PollingPolicy, POLICY_NUMBERS, "policy"), (Settings, APP_NUMBERS, None),
+              (PartnerCenterSettings, PARTNER_CENTER_NUMBERS, "partner_center")]
+    unset = load_settings(BASE)
+    for owner, numbers, part in tables:
+        for name, number in numbers.items():
+            default = default_of(owner, name)
+            assert getattr(getattr(unset, part) if part else unset, name) == default, number.setting
+            chosen = min(number.maximum, default * 2 + 1)  # inside the bounds, and not the default
+            changed = load_settings({**BASE, number.setting: str(chosen)})
+            assert getattr(getattr(changed, part) if part else changed, name) == chosen, number.setting
