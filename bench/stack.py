@@ -66,16 +66,16 @@ def fresh_stack(queued_seconds: float = NEVER, simulator_process: bool = False, 
     else:
         simulator = start_in_thread(Simulator(SimulatorConfig(queued_seconds=queued_seconds, processing_seconds=0)))
         simulator_url = simulator.url
-    env = simulator_app_settings(
-        azurite.connection_string, simulator_url,
-        STATUS_QUEUE_NAME="bench-status",
-        FAILURE_QUEUE_NAME="bench-failures",
-        POLL_INITIAL_DELAY_SECONDS="0",
-        POLL_MAX_DELAY_SECONDS="0",
-        POLL_BACKOFF_FACTOR="0",
-        POLL_DEADLINE_SECONDS="2592000",  # the maximum: no batch times out during a figure
+    figure_settings = {
+        "STATUS_QUEUE_NAME": "bench-status",
+        "FAILURE_QUEUE_NAME": "bench-failures",
+        "POLL_INITIAL_DELAY_SECONDS": "0",
+        "POLL_MAX_DELAY_SECONDS": "0",
+        "POLL_BACKOFF_FACTOR": "0",
+        "POLL_DEADLINE_SECONDS": "2592000",  # the maximum: no batch times out during a figure
         **settings,
-    )
+    }
+    env = simulator_app_settings(azurite.connection_string, simulator_url, **figure_settings)
     try:
         with app_environment(env):
             yield Stack(azurite, simulator, simulator_url, env)

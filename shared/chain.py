@@ -4,10 +4,13 @@ One chain polls a batch. The batch row holds chainToken: the token of the one me
 Before that message calls Partner Center it moves the row on to its successor's token (an etag-guarded
 write, or the create of the row), so that every other message, a copy of itself included, finds the chain
 taken; a message that crashes after its poll therefore never leaves the chain looking free. Every message
-reads the row first:
+reads the row first, except the holder in the normal case: its predecessor passed on the row's etag, and a
+write guarded by it succeeds only if the row is exactly as the predecessor left it (naming this message).
+When that write is refused, the message reads the row and resolves like any other:
 
 | the message              | the batch row                               | decision                                  |
 |--------------------------|---------------------------------------------|-------------------------------------------|
+| carries the row's etag   | (not read)                                  | advance, guarded by that etag (resolve_held)|
 | any                      | none                                        | advance: create the row, poll             |
 | any                      | final                                       | drop                                      |
 | holds chainToken         | pending                                     | advance: write the successor's token, poll|
@@ -101,6 +104,15 @@ class FinalPlan:
     summary: str
 
 
+def resolve_held(request: StatusRequest, now: datetime, policy: PollingPolicy, new_token: str) -> Advance | None:
+    """The holder's move without reading the row: when the message carries the etag of its predecessor's last
+    write, advance under that etag. None: read the row and resolve()."""
+    state = request.state
+    if state is None or state.watch or not state.etag:
+        return None
+    return _advance(request, now, policy, new_token, etag=state.etag)
+
+
 def resolve(request: StatusRequest, row: BatchRow | None, now: datetime, stale_grace: float,
             policy: PollingPolicy, new_token: str) -> Resolution:
     """Who polls: the decision for one message, given the batch row as read (see the table above)."""
@@ -123,7 +135,7 @@ def resolve(request: StatusRequest, row: BatchRow | None, now: datetime, stale_g
         return Watch(replace(request, state=watchdog), overdue_at, (overdue_at - now).total_seconds())
     adopted = replace(request, correlation_id=row.correlation_id or request.correlation_id,
                       source=row.source or request.source,
-                      state=ChainState(state.token if state else "", first_seen, attempt=row.poll_count))
+                      state=ChainState(state.token if state else "", first_seen, poll_count=row.poll_count))
     return _advance(adopted, now, policy, new_token, etag=row.etag, takes_over=True)
 
 
@@ -135,7 +147,7 @@ def _advance(request: StatusRequest, now: datetime, policy: PollingPolicy, succe
     assert state is not None
     elapsed = (now - state.first_seen_at).total_seconds()
     next_poll_at = now + timedelta(seconds=scheduled_delay(elapsed, policy) * (1 + policy.jitter))
-    change = BatchRowChange(chain_token=successor, poll_count=state.attempt + 1, last_polled_at=now,
+    change = BatchRowChange(chain_token=successor, poll_count=state.poll_count + 1, last_polled_at=now,
                             next_poll_at=next_poll_at, status=state.last_status or None,
                             last_result=state.last_result or None)
     if creates:
@@ -159,10 +171,12 @@ def new_row(request: StatusRequest) -> BatchRowChange:
 
 
 def plan_requeue(state: ChainState, successor: str, decision: Requeue, result: PollResult, now: datetime,
-                 delay: int) -> ChainState:
-    """The successor that carries the chain on; it also carries this poll's answer to the row."""
+                 delay: int, row_etag: str | None) -> ChainState:
+    """The successor that carries the chain on; it also carries this poll's answer to the row, and the row's etag
+    after this message's last write."""
     status = result.batch.status if isinstance(result, StatusReceived) else None
-    return ChainState(successor, state.first_seen_at, attempt=state.attempt + 1, errors=decision.errors,
+    return ChainState(successor, state.first_seen_at, poll_count=state.poll_count + 1, errors=decision.errors,
+                      etag=row_etag,
                       auth_failures=decision.auth_failures, too_large=decision.too_large,
                       last_status=status[:MAX_STATUS_LENGTH] if status else None,
                       last_result=decision.reason[:MAX_RESULT_LENGTH])
@@ -178,7 +192,7 @@ def extension(successor: str, next_poll_at: datetime, due: datetime, etag: str |
 
 def hand_on(state: ChainState, successor: str, due: datetime, etag: str | None) -> RowWrite:
     """After a resumed final turned out not to be final: give the row to the successor again."""
-    return RowWrite(BatchRowChange(chain_token=successor, poll_count=state.attempt + 1, next_poll_at=due), etag,
+    return RowWrite(BatchRowChange(chain_token=successor, poll_count=state.poll_count + 1, next_poll_at=due), etag,
                     successor)
 
 
@@ -198,7 +212,7 @@ def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, n
     alert_reason = batch_alert_reason(decision, batch)
     if alert_reason is not None:
         chunks.append(batch_outcome_chunk(context, alert_reason))
-    row = BatchRowChange(outcome=decision.outcome.value, poll_count=state.attempt + 1, last_polled_at=now,
+    row = BatchRowChange(outcome=decision.outcome.value, poll_count=state.poll_count + 1, last_polled_at=now,
                          finalized_at=now, chain_token="", last_result=decision.reason[:MAX_REASON_CHARS],
                          correlation_id=request.correlation_id or "", source=request.source or "")
     if batch is not None:

@@ -29,14 +29,15 @@ class BadMessageError(ValueError):
 class ChainState:
     """Requeue state that travels in the message; upstream jobs never set it.
 
-    token identifies the message the batch row expects next; etag is the row's etag as the handler read it
-    (never sent: messages written by earlier versions may carry one, which is ignored).
+    token identifies the message the batch row expects next; etag is the row's etag after the predecessor's
+    last write, so the holder can move the chain on without reading the row first (a stale etag only costs
+    a read: the write is refused and the row decides).
     watch, when set, makes this message a watchdog over a chain whose token it holds.
     """
 
     token: str
     first_seen_at: datetime
-    attempt: int = 0
+    poll_count: int = 0  # polls of this run so far
     errors: int = 0
     auth_failures: int = 0
     too_large: int = 0
@@ -55,7 +56,7 @@ class ChainState:
             "v": 1,
             "token": self.token,
             "firstSeenAt": self.first_seen_at.isoformat(),
-            "attempt": self.attempt,
+            "pollCount": self.poll_count,
             "errors": self.errors,
             "authFailures": self.auth_failures,
         }
@@ -80,7 +81,8 @@ class ChainState:
             state = cls(
                 token=_token(data["token"], "token"),
                 first_seen_at=first_seen,
-                attempt=_count(data.get("attempt", 0), "attempt"),
+                # "attempt": its name in messages queued by earlier versions
+                poll_count=_count(data.get("pollCount", data.get("attempt", 0)), "pollCount"),
                 errors=_count(data.get("errors", 0), "errors"),
                 auth_failures=_count(data.get("authFailures", 0), "authFailures"),
                 too_large=_count(data.get("tooLarge", 0), "tooLarge"),

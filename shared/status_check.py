@@ -27,6 +27,7 @@ from .chain import (
     plan_final,
     plan_requeue,
     resolve,
+    resolve_held,
 )
 from .config import Settings
 from .log import ContextLogger, context_logger
@@ -94,10 +95,13 @@ class StatusCheck:
     # --- read, decide, act ---------------------------------------------------------------------------
     def _run(self, request: StatusRequest, message_id: str, now: datetime) -> None:
         result: PollResult | None = None
-        for _ in range(ROW_CONFLICT_BUDGET + 1):
-            row = self.store.get_batch(request.customer_id, request.batch_tracking_id)
-            resolution = resolve(request, row, now, self.settings.chain_stale_grace, self.settings.policy,
-                                 self.new_token())
+        for turn in range(ROW_CONFLICT_BUDGET + 1):
+            resolution: Resolution | None = (resolve_held(request, now, self.settings.policy, self.new_token())
+                                             if turn == 0 else None)
+            if resolution is None:
+                row = self.store.get_batch(request.customer_id, request.batch_tracking_id)
+                resolution = resolve(request, row, now, self.settings.chain_stale_grace, self.settings.policy,
+                                     self.new_token())
             held = self._hold(resolution, message_id)
             if held is Step.DONE:
                 return
@@ -155,11 +159,14 @@ class StatusCheck:
         due = now + timedelta(seconds=delay)
         write = (hand_on(state, held.successor, due, state.etag) if held.marked or held.next_poll_at is None
                  else extension(held.successor, held.next_poll_at, due, state.etag))
-        if write is not None and self._write(held.request, write) is None:
-            return False
-        successor = plan_requeue(state, held.successor, decision, result, now, delay)
+        etag = state.etag
+        if write is not None:
+            etag = self._write(held.request, write)
+            if etag is None:
+                return False
+        successor = plan_requeue(state, held.successor, decision, result, now, delay, etag)
         self._send_status(replace(held.request, state=successor), delay)
-        log.info("poll %d: %s; next poll in %d s", successor.attempt, decision.reason, delay)
+        log.info("poll %d: %s; next poll in %d s", successor.poll_count, decision.reason, delay)
         return True
 
     def _finalize(self, held: Held, plan: FinalPlan, log: ContextLogger) -> bool:

@@ -144,7 +144,7 @@ def resubmit(queries: AuditQueries, store: ResultsStore, clients: StorageClients
             etag = store.update_batch(customer_id, tracking_id, change, fresh["_etag"])
         except RowChangedError:
             continue
-        state = ChainState(token, now, attempt=int(fresh.get("pollCount") or 0), etag=etag)
+        state = ChainState(token, now, poll_count=int(fresh.get("pollCount") or 0), etag=etag)
         request = StatusRequest(customer_id, tracking_id, str(fresh.get("correlationId") or "") or None,
                                 str(fresh.get("source") or "") or None, state)
         clients.send(names.status_queue, request.to_message())

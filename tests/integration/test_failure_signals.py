@@ -189,7 +189,7 @@ def test_a_create_whose_response_was_lost_is_recognised_as_the_chains_own(stack:
 
     assert lost, "no create response was lost"
     successor = json.loads(_next_message(stack))["_batchwatch"]
-    assert "watch" not in successor and successor["attempt"] == 1  # it polled: no watchdog of its own row
+    assert "watch" not in successor and successor["pollCount"] == 1  # it polled: no watchdog of its own row
     assert stack.batch_row(customer, tracking)["pollCount"] == 1  # type: ignore[index]
 
 
@@ -205,7 +205,7 @@ def test_a_row_write_whose_response_was_lost_is_recognised_as_the_chains_own(sta
 
     assert lost, "no merge response was lost"
     successor = json.loads(_next_message(stack))
-    assert "watch" not in successor["_batchwatch"] and successor["_batchwatch"]["attempt"] == 2
+    assert "watch" not in successor["_batchwatch"] and successor["_batchwatch"]["pollCount"] == 2
     row = stack.batch_row(customer, tracking)
     assert row is not None and row["chainToken"] == successor["_batchwatch"]["token"]
     assert row["pollCount"] == 2 and _polls(stack, tracking) == 2

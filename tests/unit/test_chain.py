@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +21,7 @@ from shared.chain import (
     plan_final,
     plan_requeue,
     resolve,
+    resolve_held,
 )
 from shared.messages import ChainState, StatusRequest
 from shared.models import BatchStatus, DeviceStatus, Outcome
@@ -66,7 +68,7 @@ def test_a_first_message_creates_the_row_already_handed_to_its_successor() -> No
 
 
 def test_a_chain_message_whose_row_vanished_creates_it_again_and_keeps_its_deadline() -> None:
-    decision = _resolve(ChainState("aaaa", FIRST_SEEN, attempt=3), None)
+    decision = _resolve(ChainState("aaaa", FIRST_SEEN, poll_count=3), None)
     assert isinstance(decision, Advance) and decision.creates
     assert decision.write.fields["firstSeenAt"] == FIRST_SEEN
 
@@ -77,7 +79,8 @@ def test_any_message_for_a_final_batch_is_dropped(state: ChainState | None) -> N
 
 
 def test_the_holder_hands_the_row_to_its_successor_before_it_polls() -> None:
-    state = ChainState("aaaa", FIRST_SEEN, attempt=4, last_status="processing", last_result="batch status processing")
+    state = ChainState("aaaa", FIRST_SEEN, poll_count=4, last_status="processing",
+                       last_result="batch status processing")
     decision = _resolve(state, _row())
     assert isinstance(decision, Advance) and not decision.creates and not decision.takes_over
     assert decision.write.etag == "row-etag" and decision.write.lands_as == "bbbb"
@@ -118,7 +121,7 @@ def test_an_overdue_chain_is_taken_over_with_the_rows_context() -> None:
     decision = _resolve(ChainState("eeee", FIRST_SEEN, watch="aaaa"), row, "ffff")
     assert isinstance(decision, Advance) and decision.takes_over and decision.write.etag == "row-etag"
     assert decision.write.fields["chainToken"] == "ffff" and decision.write.fields["pollCount"] == 5
-    assert decision.request.state == ChainState("eeee", FIRST_SEEN, attempt=4)
+    assert decision.request.state == ChainState("eeee", FIRST_SEEN, poll_count=4)
     assert decision.request.correlation_id == row.correlation_id and decision.request.source == "first-job"
 
 
@@ -129,13 +132,24 @@ def test_overdue_is_measured_from_the_last_poll_then_first_seen_when_no_poll_is_
     assert isinstance(_resolve(None, row, "f"), Advance)  # first seen 30 min ago: taken over
 
 
+def test_the_holder_with_the_rows_etag_advances_without_reading_and_others_read() -> None:
+    held = ChainState("aaaa", FIRST_SEEN, poll_count=4, etag="row-etag")
+    decision = resolve_held(_with(held), NOW, POLICY, "bbbb")
+    assert isinstance(decision, Advance) and decision.write.etag == "row-etag" and decision.write.lands_as == "bbbb"
+    assert decision.write.fields["chainToken"] == "bbbb" and decision.write.fields["pollCount"] == 5
+    for unread in (None, replace(held, etag=None), replace(held, watch="aaaa")):
+        assert resolve_held(_with(unread), NOW, POLICY, "bbbb") is None  # no etag, or a watchdog: read the row
+
+
 def test_a_requeue_carries_the_counts_and_this_polls_answer_to_the_successor() -> None:
-    state = ChainState("aaaa", FIRST_SEEN, attempt=4, etag="row-etag")
+    state = ChainState("aaaa", FIRST_SEEN, poll_count=4, etag="row-etag")
     batch = BatchStatus(None, "processing", FIRST_SEEN, None, ())
-    successor = plan_requeue(state, "bbbb", Requeue(60, "batch status processing"), StatusReceived(batch), NOW, 60)
-    assert successor == ChainState("bbbb", FIRST_SEEN, attempt=5, last_status="processing",
-                                   last_result="batch status processing")
-    counted = plan_requeue(state, "c", Requeue(60, "x", errors=2, auth_failures=1, too_large=1), NotFound(), NOW, 60)
+    successor = plan_requeue(state, "bbbb", Requeue(60, "batch status processing"), StatusReceived(batch), NOW, 60,
+                             "etag-after-the-write")
+    assert successor == ChainState("bbbb", FIRST_SEEN, poll_count=5, etag="etag-after-the-write",
+                                   last_status="processing", last_result="batch status processing")
+    counted = plan_requeue(state, "c", Requeue(60, "x", errors=2, auth_failures=1, too_large=1), NotFound(), NOW, 60,
+                           None)
     assert (counted.errors, counted.auth_failures, counted.too_large) == (2, 1, 1) and counted.last_status is None
 
 
@@ -144,12 +158,12 @@ def test_a_delay_longer_than_the_row_says_is_written_before_the_successor_waits(
     assert extension("bbbb", planned, NOW + timedelta(seconds=30), "e") is None
     write = extension("bbbb", planned, NOW + timedelta(seconds=3600), "e")
     assert write == RowWrite(BatchRowChange(next_poll_at=NOW + timedelta(seconds=3600)), "e", "bbbb")
-    handed = hand_on(ChainState("aaaa", FIRST_SEEN, attempt=2), "bbbb", NOW + timedelta(seconds=60), "e")
+    handed = hand_on(ChainState("aaaa", FIRST_SEEN, poll_count=2), "bbbb", NOW + timedelta(seconds=60), "e")
     assert handed.fields == {"chainToken": "bbbb", "pollCount": 3, "nextPollAt": NOW + timedelta(seconds=60)}
 
 
 def _final(outcome: Outcome, result: object, reason: str = "why") -> object:
-    request = _with(ChainState("aaaa", FIRST_SEEN, attempt=7, etag="row-etag"))
+    request = _with(ChainState("aaaa", FIRST_SEEN, poll_count=7, etag="row-etag"))
     return plan_final(request, Finalize(outcome, reason), result, NOW)  # type: ignore[arg-type]
 
 

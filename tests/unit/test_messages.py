@@ -72,10 +72,18 @@ def test_bad_messages_are_rejected_with_a_reason(body: bytes, reason: str) -> No
 
 
 def test_requeued_message_round_trips_its_state() -> None:
-    state = ChainState("abc", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), attempt=4, errors=2, auth_failures=1,
+    state = ChainState("abc", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), poll_count=4, errors=2, auth_failures=1,
                        etag='W/"datetime\'2026\'"', watch=None)
     request = StatusRequest(CUSTOMER, TRACKING, TRACKING, "job", state)
     assert parse_status_request(request.to_message().encode()) == request
+
+
+def test_state_queued_by_an_earlier_version_keeps_its_poll_count() -> None:
+    state = ChainState("abc", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)).to_json()
+    del state["pollCount"]
+    state["attempt"] = 6  # the key's name before the poll count was named for what it counts
+    request = parse_status_request(_body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, STATE_KEY: state}))
+    assert request.state is not None and request.state.poll_count == 6
 
 
 @pytest.mark.parametrize("document", [
@@ -94,13 +102,13 @@ def test_ids_with_a_trailing_newline_are_bad_messages(document: dict) -> None:
 
 @pytest.mark.parametrize("state", [
     {"token": "abc\n"}, {"token": "ABC"}, {"token": "a" * 65}, {"token": 7}, {"watch": "x y"},
-    {"etag": "W/\"x\"\r\nX-Injected: 1"}, {"etag": ""}, {"attempt": "x"}, {"attempt": -1}, {"attempt": 10**12},
-    {"attempt": True}, {"errors": 1.5}, {"authFailures": None},
+    {"etag": "W/\"x\"\r\nX-Injected: 1"}, {"etag": ""}, {"pollCount": "x"}, {"pollCount": -1}, {"pollCount": 10**12},
+    {"pollCount": True}, {"attempt": "x"}, {"errors": 1.5}, {"authFailures": None},
 ], ids=str)
 def test_hostile_chain_state_is_a_bad_message(state: dict) -> None:
     valid = {"v": 1, "token": "ab12", "firstSeenAt": "2026-01-01T00:00:00+00:00"}
     body = _body({"customerId": CUSTOMER, "batchTrackingId": TRACKING, STATE_KEY: {**valid, **state}})
-    with pytest.raises(BadMessageError, match=r"_batchwatch|token|watch|etag|attempt|errors|authFailures"):
+    with pytest.raises(BadMessageError, match=r"_batchwatch|token|watch|etag|pollCount|errors|authFailures"):
         parse_status_request(body)
 
 
