@@ -1,11 +1,11 @@
-"""Queue trigger: one batch status request per message (see shared/status_check.py)."""
+"""Queue trigger: one batch status request per message (see shared/status_check.py and shared/invocation.py)."""
 
 import azure.functions as func
 
-from shared.app import get_app
+from shared import app, invocation
 
-get_app()  # a missing or invalid setting fails at start-up, naming the setting
+FUNCTION = invocation.QueueFunction("check_batch_status", "status_queue", lambda: app.status_check().handle)
 
 
 def main(msg: func.QueueMessage) -> None:
-    get_app().status_check.handle(msg.get_body(), msg.id or "", msg.dequeue_count or 1)
+    invocation.run(FUNCTION, msg.get_body(), msg.id or "", msg.dequeue_count or 1)

@@ -1,11 +1,11 @@
-"""Queue trigger: one failure chunk per message (see shared/failure_alerts.py)."""
+"""Queue trigger: one failure chunk per message (see shared/failure_alerts.py and shared/invocation.py)."""
 
 import azure.functions as func
 
-from shared.app import get_app
+from shared import app, invocation
 
-get_app()  # a missing or invalid setting fails at start-up, naming the setting
+FUNCTION = invocation.QueueFunction("notify_failures", "failure_queue", lambda: app.failure_notifier().handle)
 
 
 def main(msg: func.QueueMessage) -> None:
-    get_app().failure_notifier.handle(msg.get_body(), msg.id or "")
+    invocation.run(FUNCTION, msg.get_body(), msg.id or "", msg.dequeue_count or 1)

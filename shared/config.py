@@ -18,6 +18,8 @@ ALERT_FORMATS = ("teams", "slack", "generic")
 # batch Partner Center has long forgotten. Every delay also stays far below the queue's 7-day visibility limit.
 MAX_DELAY_SECONDS = 24 * 3600
 MAX_DEADLINE_SECONDS = 30 * 24 * 3600
+# App Service leaves a Key Vault reference it could not resolve in the setting, as it is.
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 AZURITE_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
@@ -77,18 +79,36 @@ class StorageNames:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings(StorageNames):
+class PollingSettings(StorageNames):
+    """What check_batch_status needs: a broken alert setting never stops polling."""
+
     partner_center: PartnerCenterSettings
     policy: PollingPolicy
     chain_stale_grace: float = 900.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status_queue={self.status_queue!r}, partner_center={self.partner_center!r})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertSettings(StorageNames):
+    """What notify_failures needs: a broken Partner Center setting never stops alerts."""
+
     alert_webhook_url: str | None = None
     alert_webhook_format: str = "generic"
     alert_max_attempts: int = 10
     alert_retry_initial_delay: float = 30.0
     alert_retry_max_delay: float = 3600.0
 
-    def __repr__(self) -> str:
-        return f"Settings(status_queue={self.status_queue!r}, partner_center={self.partner_center!r})"
+    def __repr__(self) -> str:  # the webhook URL is a secret
+        return f"{type(self).__name__}(failure_queue={self.failure_queue!r}, format={self.alert_webhook_format!r})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(PollingSettings, AlertSettings):
+    """Every setting: for the tools and tests that use both functions' parts."""
+
+    __repr__ = PollingSettings.__repr__
 
 
 @dataclass(frozen=True)
@@ -108,8 +128,8 @@ POLICY_NUMBERS = {
     "not_found_grace": Number("NOT_FOUND_GRACE_SECONDS", 0, MAX_DEADLINE_SECONDS),
     "backoff_factor": Number("POLL_BACKOFF_FACTOR", 0, 10),
 }
-APP_NUMBERS = {
-    "chain_stale_grace": Number("CHAIN_STALE_GRACE_SECONDS", 1, MAX_DELAY_SECONDS),
+POLLING_NUMBERS = {"chain_stale_grace": Number("CHAIN_STALE_GRACE_SECONDS", 1, MAX_DELAY_SECONDS)}
+ALERT_NUMBERS = {
     "alert_max_attempts": Number("ALERT_MAX_ATTEMPTS", 1, 100),
     "alert_retry_initial_delay": Number("ALERT_RETRY_INITIAL_DELAY_SECONDS", 1, 3600),
     "alert_retry_max_delay": Number("ALERT_RETRY_MAX_DELAY_SECONDS", 1, MAX_DELAY_SECONDS),
@@ -145,11 +165,25 @@ def default_of(owner: type, name: str) -> Any:
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
+    """Every setting; ConfigError names the first that is missing or invalid."""
+    return Settings(**vars(load_polling_settings(env)), **_alert_fields(_Reader(env)))
+
+
+def load_polling_settings(env: Mapping[str, str]) -> PollingSettings:
     reader = _Reader(env)
     policy = PollingPolicy(**reader.numbers(PollingPolicy, POLICY_NUMBERS))
     if policy.max_delay < policy.initial_delay:
         raise ConfigError("POLL_MAX_DELAY_SECONDS must not be smaller than POLL_INITIAL_DELAY_SECONDS")
-    webhook_format = reader.text("ALERT_WEBHOOK_FORMAT", default_of(Settings, "alert_webhook_format")).lower()
+    return PollingSettings(**vars(load_storage_names(env)), partner_center=_partner_center(reader), policy=policy,
+                           **reader.numbers(PollingSettings, POLLING_NUMBERS))
+
+
+def load_alert_settings(env: Mapping[str, str]) -> AlertSettings:
+    return AlertSettings(**vars(load_storage_names(env)), **_alert_fields(_Reader(env)))
+
+
+def _alert_fields(reader: _Reader) -> dict[str, Any]:
+    webhook_format = reader.text("ALERT_WEBHOOK_FORMAT", default_of(AlertSettings, "alert_webhook_format")).lower()
     if webhook_format not in ALERT_FORMATS:
         raise ConfigError(f"ALERT_WEBHOOK_FORMAT must be one of {', '.join(ALERT_FORMATS)}, got {webhook_format!r}")
     webhook_url = reader.optional("ALERT_WEBHOOK_URL")
@@ -157,14 +191,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raise ConfigError("ALERT_WEBHOOK_URL must be an http(s) URL")
     if webhook_url and urlsplit(webhook_url).scheme == "http" and not is_loopback_url(webhook_url):
         raise ConfigError("ALERT_WEBHOOK_URL must use https unless it points at a loopback address")
-    return Settings(
-        **vars(load_storage_names(env)),
-        partner_center=_partner_center(reader),
-        policy=policy,
-        alert_webhook_url=webhook_url,
-        alert_webhook_format=webhook_format,
-        **reader.numbers(Settings, APP_NUMBERS),
-    )
+    return {"alert_webhook_url": webhook_url, "alert_webhook_format": webhook_format,
+            **reader.numbers(AlertSettings, ALERT_NUMBERS)}
 
 
 def load_storage_settings(env: Mapping[str, str]) -> StorageSettings:
@@ -286,6 +314,12 @@ class _Reader:
 
     def optional(self, name: str) -> str | None:
         value = self._env.get(name)
+        if value and value.strip().startswith(KEY_VAULT_REFERENCE):
+            raise ConfigError(
+                f"{name} is a Key Vault reference that did not resolve: give the app's identity the Key Vault "
+                "Secrets User role on the vault, check that the secret exists, and see the setting's status "
+                "under Environment variables in the portal"
+            )
         return value.strip() if value and value.strip() else None
 
     def text(self, name: str, default: str) -> str:

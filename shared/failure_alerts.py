@@ -10,7 +10,7 @@ from typing import Any
 
 from .alert_formats import code_counts, render
 from .alert_log import FAILED, REJECTED, RETRYING, SENT, AlertAttempt, Claim
-from .config import Settings
+from .config import AlertSettings
 from .failure_chunks import BadChunkError, FailureChunk
 from .log import ContextLogger, context_logger
 from .poison import poison_queue_name, send_to_poison
@@ -40,7 +40,7 @@ class _Sending:
 class FailureNotifier:
     def __init__(
         self,
-        settings: Settings,
+        settings: AlertSettings,
         queues: Queues,
         alert_log: AlertRecords,
         sender: Webhook | None,
@@ -53,7 +53,7 @@ class FailureNotifier:
         self.sender = sender
         self.clock = clock
 
-    def handle(self, body: bytes, message_id: str = "") -> None:
+    def handle(self, body: bytes, message_id: str = "", dequeue_count: int = 1) -> None:
         try:
             chunk = FailureChunk.from_json(body)
         except BadChunkError as exc:

@@ -29,7 +29,7 @@ from .chain import (
     resolve,
     resolve_held,
 )
-from .config import Settings
+from .config import PollingSettings
 from .log import ContextLogger, context_logger
 from .messages import BadMessageError, StatusRequest, parse_status_request
 from .models import ENDED_BADLY
@@ -65,7 +65,7 @@ class Held:
 
 @dataclass
 class StatusCheck:
-    settings: Settings
+    settings: PollingSettings
     queues: Queues
     store: ResultsStorage
     partner_center: PartnerCenter
@@ -220,7 +220,7 @@ class StatusCheck:
                               batchTrackingId=request.batch_tracking_id, messageId=message_id)
 
 
-def decide_next(request: StatusRequest, result: PollResult, now: datetime, settings: Settings,
+def decide_next(request: StatusRequest, result: PollResult, now: datetime, settings: PollingSettings,
                 rng: random.Random) -> Decision:
     state = request.state
     assert state is not None

@@ -1,10 +1,11 @@
 import pytest
 
 from shared.config import (
-    APP_NUMBERS,
+    ALERT_NUMBERS,
     AZURITE_CONNECTION_STRING,
     PARTNER_CENTER_NUMBERS,
     POLICY_NUMBERS,
+    POLLING_NUMBERS,
     ConfigError,
     PartnerCenterSettings,
     Settings,
@@ -82,7 +83,8 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
 
 
 def test_each_setting_read_unset_is_its_fields_one_default_and_set_reaches_that_field() -> None:
-    tables = [(PollingPolicy, POLICY_NUMBERS, "policy"), (Settings, APP_NUMBERS, None),
+    tables = [(PollingPolicy, POLICY_NUMBERS, "policy"), (Settings, POLLING_NUMBERS, None),
+              (Settings, ALERT_NUMBERS, None),
               (PartnerCenterSettings, PARTNER_CENTER_NUMBERS, "partner_center")]
     unset = load_settings(BASE)
     for owner, numbers, part in tables:

@@ -1,0 +1,112 @@
+"""What both queue-triggered functions do around their handler, where the Functions host would lose a message.
+
+- A setting the function needs is missing or invalid (a Key Vault reference not yet resolved, a typo):
+  the host would fail every invocation and, after maxDequeueCount, move every message to <queue>-poison.
+  Instead the message waits: it is sent back to its queue as it came (chain state intact, never expiring)
+  to be read again in SETTINGS_RETRY_SECONDS, and an error naming the setting is logged once per interval.
+  Once the setting is fixed (which restarts the app on Azure), work resumes with nothing lost.
+- The last delivery the host allows (dequeue count = maxDequeueCount) fails: the host would move the
+  message to <queue>-poison as it is, with the service's default time-to-live of 7 days. Instead the
+  message goes there in a never-expiring envelope with its reason (the exception and the dequeue count),
+  and the invocation succeeds so that the host does not move it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .app import storage_clients
+from .config import QUEUE_NAMES, ConfigError, StorageNames, default_of
+from .log import context_logger
+from .poison import send_to_poison
+from .storage import StorageClients, queue_delay
+
+DEFAULT_SETTINGS_RETRY_SECONDS = 300.0
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+
+Handler = Callable[[bytes, str, int], None]
+
+
+@dataclass(frozen=True)
+class QueueFunction:
+    name: str
+    queue: str  # the StorageNames field of its trigger's queue: status_queue or failure_queue
+    handler: Callable[[], Handler]  # raises ConfigError when a setting it needs is wrong
+
+
+def run(function: QueueFunction, body: bytes, message_id: str, dequeue_count: int) -> None:
+    """One invocation: the handler, or the message held back while settings are wrong, or poisoned with a reason
+    on the last delivery."""
+    try:
+        handle = function.handler()
+    except ConfigError as exc:
+        _wait_for_settings(function, body, message_id, exc)
+        return
+    limit = max_dequeue_count()
+    if dequeue_count < limit:
+        handle(body, message_id, dequeue_count)
+        return
+    try:
+        handle(body, message_id, dequeue_count)
+    except Exception as exc:
+        reason = (f"failed on its last delivery (dequeue count {dequeue_count}, maxDequeueCount {limit}): "
+                  f"{type(exc).__name__}: {exc}")
+        poison = send_to_poison(_clients(), _queue_name(function), body.decode("utf-8", "replace"), reason,
+                                datetime.now(UTC))
+        context_logger(f"batchwatch.{function.name}", messageId=message_id).exception(
+            "moved the message to %s: %s", poison, reason)
+
+
+def max_dequeue_count() -> int:
+    """host.json's extensions.queues.maxDequeueCount (the host's default, 5, when it is not set)."""
+    try:
+        queues = json.loads(HOST_JSON.read_text(encoding="utf-8")).get("extensions", {}).get("queues", {})
+        return max(1, int(queues.get("maxDequeueCount", 5)))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 5
+
+
+def settings_retry_seconds() -> float:
+    """SETTINGS_RETRY_SECONDS, read on its own so that it works when other settings do not."""
+    try:
+        value = float(os.environ.get("SETTINGS_RETRY_SECONDS", DEFAULT_SETTINGS_RETRY_SECONDS))
+    except ValueError:
+        return DEFAULT_SETTINGS_RETRY_SECONDS
+    return min(max(value, 1.0), 3600.0) if value == value else DEFAULT_SETTINGS_RETRY_SECONDS
+
+
+_last_logged: dict[str, float] = {}
+_log_lock = threading.Lock()
+
+
+def _wait_for_settings(function: QueueFunction, body: bytes, message_id: str, error: ConfigError) -> None:
+    delay = settings_retry_seconds()
+    _clients().send(_queue_name(function), body.decode("utf-8", "replace"), visibility_timeout=queue_delay(delay))
+    key = f"{function.name}: {error}"
+    with _log_lock:
+        due = time.monotonic() - _last_logged.get(key, -delay) >= delay
+        if due:
+            _last_logged[key] = time.monotonic()
+    log = context_logger(f"batchwatch.{function.name}", messageId=message_id)
+    if due:
+        log.error("a setting this function needs is wrong: %s; messages wait in %s and are tried again every %d s "
+                  "until it is fixed", error, _queue_name(function), delay)
+    else:
+        log.info("settings still wrong (%s); message sent back to wait %d s", error, delay)
+
+
+def _queue_name(function: QueueFunction) -> str:
+    """The trigger's queue, from its setting as the binding reads it (%STATUS_QUEUE_NAME%), or the default."""
+    return os.environ.get(QUEUE_NAMES[function.queue], "").strip() or default_of(StorageNames, function.queue)
+
+
+def _clients() -> StorageClients:
+    """Storage alone: enough to send a message back or to poison, whatever else is wrong."""
+    return storage_clients()
