@@ -108,8 +108,13 @@ def failure_notifier() -> FailureNotifier:
 
 
 def get_app() -> App:
-    """Both functions' parts for this process, built on first use from the environment (tools and tests)."""
-    return _once("app", lambda: build_app(os.environ))
+    """Both functions' parts for this process, the very objects the functions use (tools and tests)."""
+    def build() -> App:
+        check = status_check()
+        assert isinstance(check.partner_center, PartnerCenterClient)
+        return App(load_settings(os.environ), storage_clients(), check.partner_center, check, failure_notifier())
+
+    return _once("app", build)
 
 
 def reset_app() -> None:
