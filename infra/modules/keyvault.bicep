@@ -1,5 +1,5 @@
 // Key Vault for the Partner Center client secret (client_secret mode) and the alert webhook URL.
-// The secrets are set by an administrator after deployment; see the README.
+// The secrets are set by an administrator after deployment; see docs/operations.md.
 param name string
 param location string
 param tags object
@@ -8,7 +8,7 @@ param principalId string
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: App Service resolves Key Vault references over the public endpoint when the app has no VNet; access is RBAC only. Use Premium with VNet integration and a private endpoint to close it.
+  // checkov:skip=CKV_AZURE_109: App Service resolves Key Vault references over the public endpoint when the app has no VNet; access is RBAC only. Add VNet integration (Flex Consumption supports it) and a private endpoint to close it.
   // checkov:skip=CKV_AZURE_189: same reason as CKV_AZURE_109.
   name: name
   location: location

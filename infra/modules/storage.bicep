@@ -15,7 +15,7 @@ var roles = {
 }
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_59: the Flex Consumption app reaches storage over the public endpoint without a VNet; access is Entra ID only (shared keys are disabled). Use Premium with VNet integration and private endpoints to close it.
+  // checkov:skip=CKV_AZURE_59: the template sets up no VNet, so the app reaches storage over the public endpoint; access is Entra ID only (shared keys are disabled). Add VNet integration (Flex Consumption supports it) and private endpoints to close it.
   // checkov:skip=CKV_AZURE_35: same reason: the default network action must allow the app without a VNet.
   // checkov:skip=CKV_AZURE_206: locally redundant storage is enough: queues and tables hold work in progress and results that Partner Center can re-serve; choose Standard_ZRS or Standard_GZRS for more.
   name: name

@@ -108,7 +108,7 @@ class FakeQueues:
     def put(self, queue_name: str, content: str, visible_at: datetime | None = None,
             expires_at: datetime = NEVER) -> None:
         """A message from outside the app (an upload job, or the queue delivering one twice): never faulted.
-        Upload jobs should send with a time-to-live of -1 (never), as the README says; the default is 7 days."""
+        Upload jobs should send with a time-to-live of -1 (never; docs/upstream-jobs.md): the default is 7 days."""
         now = self.clock()
         message = Message(f"m{next(self._ids)}", content, now, visible_at or now, expires_at)
         self.queues.setdefault(queue_name, []).append(message)
