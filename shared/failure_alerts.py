@@ -16,6 +16,7 @@ from .log import ContextLogger, context_logger
 from .poison import poison_queue_name, send_to_poison
 from .ports import AlertRecords, Queues, Webhook
 from .storage import queue_delay
+from .telemetry import ALERTS
 from .webhook import Delivered, Rejected, RetryLater
 
 # A receiver's Retry-After is honoured up to a day; past that the chunk still comes back daily.
@@ -62,7 +63,8 @@ class FailureNotifier:
                 "rejected a bad failure chunk: %s [messageId=%s]", exc, message_id)
             return
         log = context_logger("batchwatch.notify_failures", correlationId=chunk.correlation_id,
-                             batchTrackingId=chunk.batch_tracking_id, alertId=chunk.alert_id, messageId=message_id)
+                             batchTrackingId=chunk.batch_tracking_id, customerId=chunk.customer_id,
+                             alertId=chunk.alert_id, messageId=message_id)
         claim = self.alert_log.claim(chunk.batch_tracking_id, chunk.alert_id, self.clock())
         if claim.already_sent:
             log.info("alert already sent; duplicate chunk ignored")
@@ -113,6 +115,7 @@ class FailureNotifier:
 
     def _record(self, sending: _Sending, status: str, **details: Any) -> bool:
         """Write the outcome of this attempt, unless another copy took the claim over meanwhile."""
+        ALERTS.add(1, {"result": {RETRYING: "retried"}.get(status, status)})
         chunk = sending.chunk
         written = self.alert_log.record(chunk.batch_tracking_id, chunk.alert_id,
                                         sending.attempt(self.settings.alert_webhook_format, status, **details),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import telemetry
 from .app import storage_clients
 from .config import QUEUE_NAMES, ConfigError, StorageNames, default_of
 from .log import context_logger
@@ -44,6 +45,7 @@ class QueueFunction:
 def run(function: QueueFunction, body: bytes, message_id: str, dequeue_count: int) -> None:
     """One invocation: the handler, or the message held back while settings are wrong, or poisoned with a reason
     on the last delivery."""
+    telemetry.configure()
     try:
         handle = function.handler()
     except ConfigError as exc:

@@ -29,15 +29,17 @@ def _escape(match: re.Match[str]) -> str:
 
 
 class ContextLogger(logging.LoggerAdapter):  # type: ignore[type-arg,unused-ignore]
-    """Appends [key=value ...] to every message, where the Functions host keeps it in the text.
+    """Appends [key=value ...] to every message, where the Functions host keeps it in the text, and sets the
+    same fields as attributes of the record (custom dimensions once OpenTelemetry exports it).
 
     Every argument and field is passed through loggable(), so no log line can be forged or flooded.
     """
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        present = {key: loggable(value, 200) for key, value in (self.extra or {}).items() if value}
+        kwargs["extra"] = {**present, **kwargs.get("extra", {})}
         # The fields become part of the format string: a % in a value must not be read as a placeholder.
-        fields = " ".join(f"{key}={loggable(value, 200)}".replace("%", "%%")
-                          for key, value in (self.extra or {}).items() if value)
+        fields = " ".join(f"{key}={value}".replace("%", "%%") for key, value in present.items())
         return (f"{msg} [{fields}]" if fields else msg), kwargs
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:

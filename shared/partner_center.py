@@ -18,6 +18,7 @@ from .ids import normalize_guid
 from .log import context_logger
 from .policy import Denied, NotFound, PollResult, StatusReceived, Throttled, TooLarge, Transient
 from .status_parser import MalformedStatusError, parse_batch_status
+from .telemetry import PARTNER_CENTER_ANSWERS, answer_class
 
 log = context_logger("batchwatch.partner_center")
 IN_PROCESS_RETRY_DELAYS = (0.5, 1.5)
@@ -98,6 +99,18 @@ class PartnerCenterClient:
             "X-Locale": settings.locale,
         }
         self.request_count += 1
+        outcome = self._request(url, headers, deadline)
+        if isinstance(outcome, Answer):
+            PARTNER_CENTER_ANSWERS.add(1, {"class": answer_class(outcome.status_code)})
+        else:
+            failure = "too_large" if isinstance(outcome, TooLarge) else (
+                "timeout" if outcome.reason.startswith(("timeout", "no complete answer")) else "network")
+            PARTNER_CENTER_ANSWERS.add(1, {"class": answer_class(None, failure)})
+        return outcome
+
+    def _request(self, url: str, headers: dict[str, str], deadline: float) -> Answer | Transient | TooLarge:
+        settings = self._settings
+        correlation_id = headers["MS-CorrelationId"]
         try:
             return request_within(self._session, "GET", url, deadline=deadline, headers=headers,
                                   max_bytes=settings.max_response_bytes,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .failure_chunks import MESSAGE_BUDGET_BYTES, encoded_size, fitting_prefix
 from .storage import NEVER_EXPIRES
+from .telemetry import POISONED
 
 if TYPE_CHECKING:
     from .ports import Queues
@@ -25,6 +26,7 @@ def send_to_poison(queues: Queues, queue_name: str, original: str, reason: str, 
     poison = poison_queue_name(queue_name)
     for envelope in poison_envelopes(original, reason, rejected_at):
         queues.send(poison, envelope, time_to_live=NEVER_EXPIRES)
+    POISONED.add(1, {"queue": poison})
     return poison
 
 

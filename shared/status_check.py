@@ -38,6 +38,7 @@ from .policy import Decision, Finalize, PollResult, decide
 from .ports import PartnerCenter, Queues, ResultsStorage
 from .results_store import RowChangedError
 from .storage import queue_delay
+from .telemetry import BATCHES_FINALIZED, COMPLETION_LAG, DEVICES_FAILED, POLLS
 
 ROW_CONFLICT_BUDGET = 3  # etag conflicts one message may meet before it gives up (and the host retries it)
 
@@ -111,6 +112,7 @@ class StatusCheck:
             if result is None:
                 result = self.partner_center.get_batch_status(request.customer_id, request.batch_tracking_id,
                                                               held.request.correlation_id or "")
+                POLLS.add(1)
                 now = self.clock()  # a poll can take a while: decide and write with the time it ended
             decision = decide_next(held.request, result, now, self.settings, self.rng)
             if self._after_poll(held, result, decision, now, log):
@@ -188,6 +190,7 @@ class StatusCheck:
             log.warning("the batch row changed while it was being finalised; the chain that holds it now "
                         "finishes it")
         (log.warning if plan.outcome in ENDED_BADLY else log.info)("%s", plan.summary)
+        _count_final(plan)
         return True
 
     # --- storage ----------------------------------------------------------------------------------------
@@ -217,7 +220,18 @@ class StatusCheck:
         if request is None:
             return context_logger("batchwatch.check_batch_status", messageId=message_id)
         return context_logger("batchwatch.check_batch_status", correlationId=request.correlation_id,
-                              batchTrackingId=request.batch_tracking_id, messageId=message_id)
+                              batchTrackingId=request.batch_tracking_id, customerId=request.customer_id,
+                              messageId=message_id)
+
+
+def _count_final(plan: FinalPlan) -> None:
+    BATCHES_FINALIZED.add(1, {"outcome": plan.outcome.value})
+    if plan.batch is None:
+        return
+    for device in plan.batch.failed_devices:
+        DEVICES_FAILED.add(1, {"error_code": device.error_code or "unknown"})
+    if plan.batch.completed_time is not None:
+        COMPLETION_LAG.record(max(0.0, (plan.finalized_at - plan.batch.completed_time).total_seconds()))
 
 
 def decide_next(request: StatusRequest, result: PollResult, now: datetime, settings: PollingSettings,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared import invocation
+from shared import invocation, telemetry
 from shared.audit.cli import build_parser
 from shared.config import (
     ALERT_NUMBERS,
@@ -66,7 +66,8 @@ def _environments() -> Iterator[_Recording]:
 
 
 def _settings_read_by_the_code() -> set[str]:
-    names: set[str] = {"SETTINGS_RETRY_SECONDS"}  # read by shared/invocation.py on its own
+    # read on their own: by shared/invocation.py, and by shared/telemetry.py
+    names: set[str] = {"SETTINGS_RETRY_SECONDS", telemetry.CONNECTION_STRING_SETTING}
     for env in _environments():
         load_settings(env)
         names |= env.read
