@@ -44,6 +44,18 @@ param maximumInstanceCount int = 10
 ])
 param instanceMemoryMB int = 2048
 
+@description('E-mail addresses that receive batchwatch\'s operational alerts (poison, failed invocations, bad outcomes, pending too long, throttling).')
+param opsEmails array = []
+
+@description('Hours a batch may be polled before the pending-too-long alert fires.')
+@minValue(1)
+param pendingThresholdHours int = 24
+
+@description('Percent of Partner Center answers that may be 429 in an hour before the throttling alert fires.')
+@minValue(1)
+@maxValue(100)
+param throttlingThresholdPercent int = 10
+
 param tags object = {
   application: 'batchwatch'
 }
@@ -110,6 +122,20 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: tags
     principalId: identity.outputs.principalId
+  }
+}
+
+module alerting 'modules/alerting.bicep' = {
+  name: 'alerting'
+  params: {
+    location: location
+    tags: tags
+    insightsId: monitoring.outputs.id
+    namePrefix: namePrefix
+    suffix: suffix
+    opsEmails: opsEmails
+    pendingThresholdHours: pendingThresholdHours
+    throttlingThresholdPercent: throttlingThresholdPercent
   }
 }
 

@@ -189,7 +189,9 @@ class StatusCheck:
         if self._write(request, RowWrite(plan.row, etag, "")) is None:
             log.warning("the batch row changed while it was being finalised; the chain that holds it now "
                         "finishes it")
-        (log.warning if plan.outcome in ENDED_BADLY else log.info)("%s", plan.summary)
+        (log.warning if plan.outcome in ENDED_BADLY else log.info)("%s", plan.summary, extra={
+            "outcome": plan.outcome.value, "deviceCount": plan.row.device_count or 0,
+            "failedDeviceCount": plan.row.failed_device_count or 0})
         _count_final(plan)
         return True
 

@@ -81,6 +81,8 @@ def test_a_batch_with_a_failed_device_is_counted_and_its_log_records_carry_the_i
     attributes = dict(final[0].attributes or {})
     assert attributes["batchTrackingId"] == tracking and attributes["customerId"] == customer
     assert attributes["correlationId"] == "3f2504e0-4f89-41d3-9a0c-0305e82c3301" and attributes["messageId"]
+    assert (attributes["outcome"], attributes["failedDeviceCount"], attributes["deviceCount"]) == (
+        "completed_with_failures", 1, 2)  # what the workbook sums per customer
 
 
 def test_answers_are_classed_and_poisoned_messages_counted(stack: Stack) -> None:
