@@ -10,26 +10,33 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import azure.functions as func
+from croniter import CroniterBadCronError, croniter
 
 log = logging.getLogger("local.host")
 
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """A queue-triggered function folder, from its function.json alone (picklable, nothing imported)."""
+    """A queue- or timer-triggered function folder, from its function.json alone (picklable, nothing imported)."""
 
     name: str
     directory: Path
     module_name: str
     entry_point: str
     parameter: str
-    queue_name: str
-    connection: str
+    queue_name: str = ""
+    connection: str = "AzureWebJobsStorage"
+    schedule: str = ""  # a timer trigger's NCRONTAB expression (seconds first); empty for a queue trigger
+
+    @property
+    def is_timer(self) -> bool:
+        return bool(self.schedule)
 
 
 @dataclass(frozen=True)
@@ -67,30 +74,43 @@ def find_functions(app_root: Path, env: Mapping[str, str], only: set[str] | None
             continue
         if spec is not None:
             specs.append(spec)
-            log.info("Found function %s: queueTrigger on %s", spec.name, spec.queue_name)
+            if spec.is_timer:
+                log.info("Found function %s: timerTrigger on schedule %s", spec.name, spec.schedule)
+            else:
+                log.info("Found function %s: queueTrigger on %s", spec.name, spec.queue_name)
     return specs
 
 
 def read_function_json(config_path: Path, env: Mapping[str, str]) -> FunctionSpec | None:
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    triggers = [b for b in config.get("bindings", []) if b.get("type") == "queueTrigger"]
+    triggers = [b for b in config.get("bindings", []) if b.get("type") in ("queueTrigger", "timerTrigger")]
     if not triggers:
-        log.warning("%s has no queueTrigger binding; the local host skips it", config_path.parent.name)
+        log.warning("%s has no queueTrigger or timerTrigger binding; the local host skips it", config_path.parent.name)
         return None
     binding = triggers[0]
     if binding.get("direction") != "in":
-        raise ValueError(f"{config_path}: a queueTrigger binding must have direction 'in'")
+        raise ValueError(f"{config_path}: a {binding['type']} binding must have direction 'in'")
     name = config_path.parent.name
     script = config.get("scriptFile", "__init__.py")
-    return FunctionSpec(
-        name=name,
-        directory=config_path.parent,
-        module_name=name if script == "__init__.py" else f"{name}.{Path(script).stem}",
-        entry_point=config.get("entryPoint", "main"),
-        parameter=binding["name"],
-        queue_name=resolve_setting_expression(binding["queueName"], env),
-        connection=binding.get("connection") or "AzureWebJobsStorage",
-    )
+    common = {"name": name, "directory": config_path.parent,
+              "module_name": name if script == "__init__.py" else f"{name}.{Path(script).stem}",
+              "entry_point": config.get("entryPoint", "main"), "parameter": binding["name"]}
+    if binding["type"] == "timerTrigger":
+        schedule = resolve_setting_expression(binding["schedule"], env)
+        next_occurrence(schedule, datetime.now(UTC))  # a schedule the host cannot read disables the function
+        return FunctionSpec(**common, schedule=schedule)
+    return FunctionSpec(**common, queue_name=resolve_setting_expression(binding["queueName"], env),
+                        connection=binding.get("connection") or "AzureWebJobsStorage")
+
+
+def next_occurrence(schedule: str, after: datetime) -> datetime:
+    """The next time an NCRONTAB schedule fires ({second} {minute} {hour} {day} {month} {day-of-week}, UTC)."""
+    if len(schedule.split()) != 6:
+        raise ValueError(f"timer schedule {schedule!r} is not an NCRONTAB expression of 6 fields")
+    try:
+        return croniter(schedule, after, second_at_beginning=True).get_next(datetime)
+    except (CroniterBadCronError, ValueError) as exc:
+        raise ValueError(f"timer schedule {schedule!r} is not valid: {exc}") from exc
 
 
 def load_entries(app_root: Path, specs: list[FunctionSpec]) -> tuple[dict[str, Entry], dict[str, str]]:
@@ -131,8 +151,11 @@ def check_loaded(name: str, load_errors: Mapping[str, str]) -> None:
 
 
 def invoke(entry: Entry, invocation_id: str, message: Mapping[str, Any]) -> None:
-    """Call the entry point with an azure.functions QueueMessage built from the message's fields."""
-    kwargs: dict[str, Any] = {entry.spec.parameter: func.queue.QueueMessage(**message)}
+    """Call the entry point with an azure.functions QueueMessage built from the message's fields, or a
+    TimerRequest for a timer trigger (message: its past_due flag)."""
+    argument = (func.timer.TimerRequest(past_due=bool(message.get("past_due"))) if entry.spec.is_timer
+                else func.queue.QueueMessage(**message))
+    kwargs: dict[str, Any] = {entry.spec.parameter: argument}
     if entry.wants_context:
         kwargs["context"] = SimpleNamespace(
             invocation_id=invocation_id, function_name=entry.spec.name, function_directory=str(entry.spec.directory)

@@ -1,4 +1,4 @@
-"""Run the function folders locally, the way the Azure Functions host runs queue triggers.
+"""Run the function folders locally, the way the Azure Functions host runs queue and timer triggers.
 
     python -m local.host [--app-root .]
 
@@ -13,6 +13,8 @@ What it does as the Functions host does (extensions.queues in host.json, functio
   maxDequeueCount goes to poison without running; with messageEncoding base64, a message that is not
   valid base64 goes to poison at once;
 - backs off from 100 ms to maxPollingInterval while the queue is empty;
+- runs a timerTrigger function at each occurrence of its NCRONTAB schedule (six fields, seconds first,
+  UTC; %SETTING% resolved), one run at a time, with an azure.functions.TimerRequest;
 - runs the functions in a separate Python worker process (local.worker), restarted if it dies, as
   the host runs its language worker; --in-process runs them in the host's own process instead (for a
   debugger; functionTimeout is then not enforced);
@@ -42,10 +44,20 @@ import uuid
 from collections.abc import Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from local.functions import Entry, FunctionLoadError, FunctionSpec, check_loaded, find_functions, invoke, load_entries
+from local.functions import (
+    Entry,
+    FunctionLoadError,
+    FunctionSpec,
+    check_loaded,
+    find_functions,
+    invoke,
+    load_entries,
+    next_occurrence,
+)
 from local.process_logging import configure_logging
 from local.worker import FunctionFailed, FunctionTimedOut, Invocation, WorkerExited, WorkerProcess
 from shared.app import reset_app
@@ -185,6 +197,12 @@ class LocalHost:
             )
             self.worker.start()
         for function in self.functions:
+            if function.is_timer:
+                ticker = threading.Thread(target=self._tick, args=(function,), name=f"timer-{function.name}",
+                                          daemon=True)
+                ticker.start()
+                self._threads.append(ticker)
+                continue
             executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix=function.name)
             self._executors.append(executor)
             thread = threading.Thread(
@@ -347,6 +365,31 @@ class LocalHost:
         finally:
             with self._lock:
                 self._in_flight.pop(message.id, None)
+
+    def _tick(self, function: FunctionSpec) -> None:
+        """A timer trigger: run the function at each occurrence of its schedule, one run at a time, as the host
+        does (a run still going at the next occurrence delays it)."""
+        while not self._stopping.is_set():
+            due = next_occurrence(function.schedule, datetime.now(UTC))
+            if self._stopping.wait(max(0.0, (due - datetime.now(UTC)).total_seconds())):
+                return
+            invocation_id = str(uuid.uuid4())
+            log.info("Executing 'Functions.%s' (Reason='Timer fired at %s', Id=%s)", function.name,
+                     due.isoformat(), invocation_id)
+            started = time.monotonic()
+            try:
+                self._run(function, invocation_id, {"past_due": False})
+            except Exception as exc:
+                with self._lock:
+                    self.invocations += 1
+                    self.failures += 1
+                log.error("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)\n%s", function.name, invocation_id,
+                          (time.monotonic() - started) * 1000, exc)
+                continue
+            with self._lock:
+                self.invocations += 1
+            log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", function.name, invocation_id,
+                     (time.monotonic() - started) * 1000)
 
     def _run(self, function: FunctionSpec, invocation_id: str, message: dict[str, Any]) -> None:
         if self.worker is not None:

@@ -52,3 +52,14 @@ def poison_envelopes(original: str, reason: str, rejected_at: datetime) -> list[
 
 def _render(document: dict[str, Any]) -> str:
     return json.dumps(document, ensure_ascii=True, separators=(",", ":"))
+
+
+def read_envelope(content: str) -> dict[str, Any] | None:
+    """The envelope batchwatch wrote, or None for anything else (a message the Functions host moved as it was)."""
+    try:
+        document = json.loads(content)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and "reason" in document and isinstance(document.get("original"), str):
+        return document
+    return None

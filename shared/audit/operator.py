@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,7 +11,7 @@ from ..batch_row import BatchRowChange
 from ..config import StorageNames
 from ..messages import ChainState, StatusRequest
 from ..models import Outcome
-from ..poison import poison_queue_name
+from ..poison import poison_queue_name, read_envelope
 from ..results_store import ResultsStore, RowChangedError
 from ..storage import StorageClients
 from .queries import AuditQueries, Row
@@ -101,7 +100,7 @@ class PoisonQueues:
         try:
             while batch := list(queue.receive_messages(messages_per_page=32, max_messages=32,
                                                        visibility_timeout=RECEIVE_LEASE_SECONDS)):
-                entries.extend(PoisonEntry(message, _envelope(message.content)) for message in batch)
+                entries.extend(PoisonEntry(message, read_envelope(message.content)) for message in batch)
         except Exception as exc:
             if getattr(exc, "error_code", None) == "QueueNotFound":
                 return []
@@ -152,11 +151,3 @@ def resubmit(queries: AuditQueries, store: ResultsStore, clients: StorageClients
     return done
 
 
-def _envelope(content: str) -> dict[str, Any] | None:
-    try:
-        document = json.loads(content)
-    except ValueError:
-        return None
-    if isinstance(document, dict) and "reason" in document and isinstance(document.get("original"), str):
-        return document
-    return None

@@ -241,3 +241,28 @@ def test_every_command_answers_in_every_format(stack: Stack, seeded: dict[str, s
             assert all(isinstance(json.loads(line), dict) for line in lines), command
         elif output_format == "csv":
             assert len(list(csv.reader(io.StringIO(out)))) >= 2, command  # a header and at least one row
+
+
+def test_the_sweep_wraps_what_the_host_moved_to_poison_in_a_never_expiring_envelope(stack: Stack) -> None:
+    from shared import poison_sweep
+    from shared.config import load_storage_names
+
+    poison_name = stack.env["STATUS_QUEUE_NAME"] + "-poison"
+    poison = stack.queue(poison_name)
+    poison.send_message('{"customerId": "moved by the host"}')  # as the host moves it: default time-to-live
+    get_app().status_check.reject(b"not json", "message is not JSON")  # batchwatch's own envelope
+
+    wrapped = poison_sweep.sweep(get_app().clients, load_storage_names(os.environ), datetime.now(UTC))
+    assert wrapped == {poison_name: 1, stack.env["FAILURE_QUEUE_NAME"] + "-poison": 0}
+    assert poison_sweep.sweep(get_app().clients, load_storage_names(os.environ), datetime.now(UTC))[poison_name] == 0
+
+    code, text, _ = audit("poison", "list", "--format", "json")
+    rows = {row["original"]: row for row in map(json.loads, text.splitlines())}
+    assert code == 0 and set(rows) == {'{"customerId": "moved by the host"}', "not json"}
+    assert "by the Functions host after maxDequeueCount" in rows['{"customerId": "moved by the host"}']["reason"]
+    assert rows["not json"]["reason"] == "message is not JSON"
+    for message in poison.peek_messages(max_messages=32):
+        assert message.expires_on is None or message.expires_on.year >= 9999  # nothing left that expires
+    code, out, _ = audit("poison", "replay", "--all")
+    assert code == 0 and sorted(stack.drain(stack.env["STATUS_QUEUE_NAME"])) == sorted([
+        '{"customerId": "moved by the host"}', "not json"])

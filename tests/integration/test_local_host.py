@@ -350,3 +350,37 @@ def test_a_signal_to_the_whole_process_group_lets_the_running_function_finish(
     assert host.returncode == 0, text
     assert f"Received {signum.name}; stopping" in text and "Succeeded" in text
     assert stack.peek(queue) == []  # the slow one finished and was deleted
+
+
+TIMER_FUNCTION = """
+import time
+fired = []
+
+def main(tick):
+    fired.append((time.time(), tick.past_due))
+"""
+
+
+def test_a_timer_trigger_runs_on_its_ncrontab_schedule_and_a_bad_schedule_disables_only_it(
+        tmp_path: Path, stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    name = _app(tmp_path, {}, source=TIMER_FUNCTION)
+    (tmp_path / name / "function.json").write_text(json.dumps({"bindings": [
+        {"name": "tick", "type": "timerTrigger", "direction": "in", "schedule": "%TICK_SCHEDULE%"}]}))
+    broken = tmp_path / "broken_timer"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("def main(tick):\n    raise AssertionError('never runs')\n")
+    (broken / "function.json").write_text(json.dumps({"bindings": [
+        {"name": "tick", "type": "timerTrigger", "direction": "in", "schedule": "*/1 * * * *"}]}))  # 5 fields
+    env = {"AzureWebJobsStorage": stack.azurite.connection_string, "TICK_SCHEDULE": "*/1 * * * * *"}
+    host = LocalHost(tmp_path, env)
+    host.start()
+    try:
+        wait_for(lambda: len(sys.modules[name].fired) >= 3, 10, "three ticks of a once-a-second schedule")
+    finally:
+        host.stop()
+    fired = sys.modules[name].fired
+    gaps = [later[0] - earlier[0] for earlier, later in zip(fired, fired[1:], strict=False)]
+    assert all(0.5 < gap < 1.5 for gap in gaps[:2]), gaps  # once per second, not in a burst
+    assert all(past_due is False for _, past_due in fired)
+    assert "Error indexing method 'Functions.broken_timer'" in caplog.text and "not an NCRONTAB" in caplog.text
+    assert host.failures == 0

@@ -112,7 +112,7 @@ def test_the_template_sets_every_setting_the_code_requires(auth_mode: str) -> No
     assert settings.alert_webhook_url == KEY_VAULT_SECRETS["alert-webhook-url"]
     bindings = [json.loads(path.read_text()) for path in INFRA.parent.glob("*/function.json")]
     for binding in (b for config in bindings for b in config["bindings"]):
-        for setting in re.findall(r"%([^%]+)%", binding["queueName"]):
+        for setting in re.findall(r"%([^%]+)%", binding.get("queueName", "") + binding.get("schedule", "")):
             assert setting in environment, f"function.json names %{setting}% but the template does not set it"
 
 
