@@ -263,6 +263,6 @@ def test_the_sweep_wraps_what_the_host_moved_to_poison_in_a_never_expiring_envel
     assert rows["not json"]["reason"] == "message is not JSON"
     for message in poison.peek_messages(max_messages=32):
         assert message.expires_on is None or message.expires_on.year >= 9999  # nothing left that expires
-    code, out, _ = audit("poison", "replay", "--all")
+    code, _, _ = audit("poison", "replay", "--all")
     assert code == 0 and sorted(stack.drain(stack.env["STATUS_QUEUE_NAME"])) == sorted([
         '{"customerId": "moved by the host"}', "not json"])

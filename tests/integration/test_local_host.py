@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import signal
@@ -379,7 +380,7 @@ def test_a_timer_trigger_runs_on_its_ncrontab_schedule_and_a_bad_schedule_disabl
     finally:
         host.stop()
     fired = sys.modules[name].fired
-    gaps = [later[0] - earlier[0] for earlier, later in zip(fired, fired[1:], strict=False)]
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(fired)]
     assert all(0.5 < gap < 1.5 for gap in gaps[:2]), gaps  # once per second, not in a burst
     assert all(past_due is False for _, past_due in fired)
     assert "Error indexing method 'Functions.broken_timer'" in caplog.text and "not an NCRONTAB" in caplog.text
