@@ -10,16 +10,19 @@ from typing import Any
 
 from shared.config import load_settings
 from shared.models import BatchStatus
-from shared.policy import StatusReceived, decide
+from shared.policy import PollingPolicy, StatusReceived, decide
+
+
+def deployed_policy() -> PollingPolicy:
+    """The defaults as deployed: the storage and Partner Center settings are only there to make them load."""
+    return load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "PARTNER_CENTER_AUTH": "default"}).policy
 
 
 def polling_efficiency(batches: int) -> dict[str, Any]:
     rng = random.Random(20261123)
     durations = [min(max(rng.lognormvariate(math.log(480), 1.0), 60.0), 86_400.0) for _ in range(batches)]
     processing = StatusReceived(BatchStatus("t", "processing", None, None, ()))
-    # The defaults as deployed: the storage and Partner Center settings are only there to make them load.
-    policy = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
-                            "PARTNER_CENTER_AUTH": "default"}).policy
+    policy = deployed_policy()
     jitter = random.Random(7)
 
     def ours(duration: float) -> tuple[int, float]:

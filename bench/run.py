@@ -20,8 +20,9 @@ from typing import Any
 
 from local.azurite import PROJECT_ROOT
 
+from .learned_schedule import learned_schedule
 from .persistence import persistence_and_memory
-from .polling_efficiency import polling_efficiency
+from .polling_efficiency import deployed_policy, polling_efficiency
 from .requests_per_poll import requests_per_poll, token_requests
 from .startup import startup
 from .throughput import throughput
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("polling_efficiency", lambda: polling_efficiency(1000 if quick else 10_000)),
+        ("learned_schedule", lambda: learned_schedule(1000 if quick else 10_000, deployed_policy())),
         ("startup", lambda: startup(3 if quick else 10)),
         ("requests_per_poll", lambda: requests_per_poll(3 if quick else 6)),
         ("token_requests", lambda: token_requests(100 if quick else 1000)),
@@ -121,6 +123,21 @@ def _print(results: dict[str, Any]) -> None:
         "   goals: "
         + ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in efficiency["goals_met"].items())
     )
+    _print_learned(results["learned_schedule"])
+
+
+def _print_learned(learned: dict[str, Any]) -> None:
+    print(f"8. learned schedule: trained on {learned['training']} batches, tested on {learned['batches']} others of "
+          f"the same family, and on the same {learned['shift']:g} times longer:")
+    print(f"   {'family / policy':44} {'calls/batch':>11} {'mean lag':>9} {'p95 lag':>8}")
+    for family, figures in learned["families"].items():
+        print(f"   {family} ({figures['schedule_points']} learned times)")
+        rows = [*figures["policies"].items(), *((f"{rule}, shifted", f) for rule, f in figures["shift"].items())]
+        for name, figure in rows:
+            print(f"     {name:42} {figure['calls_per_batch']:>11} {figure['mean_lag_s']:>8}s "
+                  f"{figure['p95_lag_s']:>7}s")
+        print("     goals: " + ", ".join(f"{goal} {'met' if met else 'MISSED'}"
+                                         for goal, met in figures["goals_met"].items()))
 
 
 if __name__ == "__main__":

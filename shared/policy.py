@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import math
 import random
 from dataclasses import dataclass, field, replace
 
@@ -22,6 +24,10 @@ class PollingPolicy:
     auth_failure_limit: int = 3
     # Answers over the size caps in a row before the batch ends response_too_large.
     too_large_limit: int = 3
+    # Poll times learned from past batches (shared/schedule.py); empty: the elapsed-proportional rule alone.
+    learned: tuple[float, ...] = ()
+    # A learned delay is at most this many times the elapsed rule's (inf: no bound).
+    learned_stretch: float = math.inf
 
 
 # Results of one poll, as classified by the Partner Center client.
@@ -152,7 +158,13 @@ def describe(result: PollResult) -> str:
 
 
 def scheduled_delay(elapsed: float, policy: PollingPolicy) -> float:
-    return min(policy.max_delay, max(policy.initial_delay, policy.backoff_factor * elapsed))
+    """The delay to the next poll after an ordinary answer: to the learned schedule's next time while there is
+    one, else this share of the time already waited; always between the initial and the maximum delay."""
+    by_elapsed = min(policy.max_delay, max(policy.initial_delay, policy.backoff_factor * elapsed))
+    if policy.learned and elapsed < policy.learned[-1]:
+        due = policy.learned[bisect.bisect_right(policy.learned, elapsed)]
+        return min(policy.max_delay, policy.learned_stretch * by_elapsed, max(policy.initial_delay, due - elapsed))
+    return by_elapsed
 
 
 def error_backoff(consecutive_errors: int, policy: PollingPolicy) -> float:
