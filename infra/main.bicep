@@ -47,8 +47,12 @@ param instanceMemoryMB int = 2048
 @description('E-mail addresses that receive batchwatch\'s operational alerts (poison, failed invocations, bad outcomes, pending too long, throttling).')
 param opsEmails array = []
 
+@description('Resource ids of action groups you manage yourself (a webhook, SMS, a pager): the alert rules notify them too. The template takes no secrets, so a webhook receiver belongs in such a group.')
+param extraActionGroupIds array = []
+
 @description('Hours a batch may be polled before the pending-too-long alert fires.')
 @minValue(1)
+@maxValue(47)
 param pendingThresholdHours int = 24
 
 @description('Percent of Partner Center answers that may be 429 in an hour before the throttling alert fires.')
@@ -134,6 +138,7 @@ module alerting 'modules/alerting.bicep' = {
     namePrefix: namePrefix
     suffix: suffix
     opsEmails: opsEmails
+    extraActionGroupIds: extraActionGroupIds
     pendingThresholdHours: pendingThresholdHours
     throttlingThresholdPercent: throttlingThresholdPercent
   }

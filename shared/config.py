@@ -166,7 +166,8 @@ def default_of(owner: type, name: str) -> Any:
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Every setting; ConfigError names the first that is missing or invalid."""
-    return Settings(**vars(load_polling_settings(env)), **_alert_fields(_Reader(env)))
+    every_name = vars(load_storage_names(env))
+    return Settings(**{**vars(load_polling_settings(env)), **every_name, **_alert_fields(_Reader(env))})
 
 
 def load_polling_settings(env: Mapping[str, str]) -> PollingSettings:
@@ -174,12 +175,12 @@ def load_polling_settings(env: Mapping[str, str]) -> PollingSettings:
     policy = PollingPolicy(**reader.numbers(PollingPolicy, POLICY_NUMBERS))
     if policy.max_delay < policy.initial_delay:
         raise ConfigError("POLL_MAX_DELAY_SECONDS must not be smaller than POLL_INITIAL_DELAY_SECONDS")
-    return PollingSettings(**vars(load_storage_names(env)), partner_center=_partner_center(reader), policy=policy,
-                           **reader.numbers(PollingSettings, POLLING_NUMBERS))
+    return PollingSettings(**vars(load_storage_names(env, POLLING_NAMES)), partner_center=_partner_center(reader),
+                           policy=policy, **reader.numbers(PollingSettings, POLLING_NUMBERS))
 
 
 def load_alert_settings(env: Mapping[str, str]) -> AlertSettings:
-    return AlertSettings(**vars(load_storage_names(env)), **_alert_fields(_Reader(env)))
+    return AlertSettings(**vars(load_storage_names(env, ALERT_NAMES)), **_alert_fields(_Reader(env)))
 
 
 def _alert_fields(reader: _Reader) -> dict[str, Any]:
@@ -199,12 +200,24 @@ def load_storage_settings(env: Mapping[str, str]) -> StorageSettings:
     return _storage(_Reader(env))
 
 
-def load_storage_names(env: Mapping[str, str]) -> StorageNames:
-    """The storage settings alone: enough for the audit and operator commands."""
+# The queues and tables each part uses: a wrong name of another part's table never stops this one.
+POLLING_NAMES = frozenset({"status_queue", "failure_queue", "batch_table", "device_table", "history_table"})
+ALERT_NAMES = frozenset({"failure_queue", "alert_table"})
+QUEUES_ONLY = frozenset(QUEUE_NAMES)
+
+
+def load_storage_names(env: Mapping[str, str], used: frozenset[str] | None = None) -> StorageNames:
+    """The storage settings alone: enough for the audit and operator commands. With used, only those names are
+    read and checked; the others keep their defaults, which that caller never touches."""
     reader = _Reader(env)
-    queues = {name: reader.queue(setting, default_of(StorageNames, name)) for name, setting in QUEUE_NAMES.items()}
-    tables = {name: reader.table(setting, default_of(StorageNames, name)) for name, setting in TABLE_NAMES.items()}
-    return StorageNames(storage=_storage(reader), **queues, **tables)
+    names = {**QUEUE_NAMES, **TABLE_NAMES}
+    values = {}
+    for name, setting in names.items():
+        if used is not None and name not in used:
+            continue
+        read = reader.queue if name in QUEUE_NAMES else reader.table
+        values[name] = read(setting, default_of(StorageNames, name))
+    return StorageNames(storage=_storage(reader), **values)
 
 
 def is_loopback_url(url: str) -> bool:

@@ -66,9 +66,16 @@ def run(function: QueueFunction, body: bytes, message_id: str, dequeue_count: in
             "moved the message to %s: %s", poison, reason)
 
 
+HOST_OVERRIDE = "AzureFunctionsJobHost__extensions__queues__maxDequeueCount"
+
+
 def max_dequeue_count() -> int:
-    """host.json's extensions.queues.maxDequeueCount (the host's default, 5, when it is not set)."""
+    """The host's maxDequeueCount: the app setting that overrides host.json, else host.json's, else the host's
+    default of 5."""
     try:
+        override = os.environ.get(HOST_OVERRIDE, "").strip()
+        if override:
+            return max(1, int(override))
         queues = json.loads(HOST_JSON.read_text(encoding="utf-8")).get("extensions", {}).get("queues", {})
         return max(1, int(queues.get("maxDequeueCount", 5)))
     except (OSError, ValueError, TypeError, AttributeError):

@@ -14,20 +14,22 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from .config import ConfigError, StorageNames, load_storage_names
+from .config import QUEUES_ONLY, ConfigError, StorageNames, load_storage_names
+from .invocation import max_dequeue_count
 from .log import context_logger
 from .poison import poison_queue_name, read_envelope, send_to_poison
 from .storage import StorageClients
 
 HOST_MOVED_REASON = (
-    "moved to {queue} by the Functions host after maxDequeueCount deliveries: the last one did not finish "
-    "(the process was killed, or ran past functionTimeout) or failed before batchwatch could record why; "
-    "the failed invocations are in Application Insights (requests where success is false)"
+    "moved to {queue} by the Functions host at {inserted} after maxDequeueCount ({limit}) deliveries: the last "
+    "one did not finish (the process was killed, or ran past functionTimeout) or failed before batchwatch could "
+    "record why; the exceptions are in Application Insights (requests where success is false, at that time)"
 )
-LOOK_LIMIT = 1000  # messages looked at per poison queue per sweep
-LEASE_SECONDS = 30  # how long a message the sweep looks at stays hidden if the sweep stops before it is done
+# batchwatch's own envelopes are hidden while a sweep reads past them, so that it reaches every message the host
+# moved however many envelopes have piled up; they are shown again at the end (or when the lease runs out).
+LEASE_SECONDS = 300
 
 log = context_logger("batchwatch.sweep_poison")
 
@@ -46,26 +48,30 @@ def sweep(clients: StorageClients, names: StorageNames, now: datetime) -> dict[s
 
 def _sweep_queue(clients: StorageClients, source: str, poison: str, now: datetime) -> int:
     queue = clients.queue(poison)
-    looked = wrapped = 0
+    wrapped = 0
     held: list[Any] = []  # batchwatch's own envelopes, hidden while the sweep looks past them
     try:
-        while looked < LOOK_LIMIT:
+        while True:
             batch: list[Any] = list(queue.receive_messages(messages_per_page=32, max_messages=32,
                                                            visibility_timeout=LEASE_SECONDS))
             if not batch:
                 break
             for message in batch:
-                looked += 1
                 if read_envelope(message.content) is not None:
                     held.append(message)
                     continue
-                send_to_poison(clients, source, message.content, HOST_MOVED_REASON.format(queue=poison),
-                               message.inserted_on or now)
+                moved_at = message.inserted_on or now
+                reason = HOST_MOVED_REASON.format(queue=poison, inserted=moved_at.isoformat(timespec="seconds"),
+                                                  limit=max_dequeue_count())
+                send_to_poison(clients, source, message.content, reason, moved_at)
                 queue.delete_message(message)
                 wrapped += 1
     finally:
         for message in held:  # shown again at once, for `poison list`
-            queue.update_message(message, visibility_timeout=0)
+            try:
+                queue.update_message(message, visibility_timeout=0)
+            except (ResourceNotFoundError, HttpResponseError):
+                pass  # its lease ran out and someone else holds it now: it shows again by itself
     return wrapped
 
 
@@ -74,7 +80,7 @@ def run() -> None:
     from .app import storage_clients
 
     try:
-        names = load_storage_names(os.environ)
+        names = load_storage_names(os.environ, QUEUES_ONLY)
     except ConfigError as exc:
         log.error("the poison sweep cannot run: %s", exc)
         return

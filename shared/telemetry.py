@@ -39,20 +39,21 @@ ALERTS = _meter.create_counter(
 POISONED = _meter.create_counter(
     "batchwatch.messages.poisoned", unit="{message}", description="messages batchwatch moved to a poison queue")
 
-_configured = False
+_attempted: bool | None = None  # None: not yet; else whether it worked (it is tried once per process)
 _lock = threading.Lock()
 
 
 def configure(env: Mapping[str, str] | None = None) -> bool:
     """Send metrics and logs to Application Insights when its connection string is set; True when it is."""
-    global _configured
+    global _attempted
     env = os.environ if env is None else env
     connection_string = (env.get(CONNECTION_STRING_SETTING) or "").strip()
     if not connection_string:
         return False
     with _lock:
-        if _configured:
-            return True
+        if _attempted is not None:
+            return _attempted
+        _attempted = False
         try:
             from azure.monitor.opentelemetry import configure_azure_monitor
 
@@ -63,11 +64,11 @@ def configure(env: Mapping[str, str] | None = None) -> bool:
                                     instrumentation_options={name: {"enabled": False} for name in (
                                         "azure_sdk", "requests", "urllib", "urllib3", "django", "fastapi",
                                         "flask", "psycopg2")})
-        except Exception as exc:  # telemetry must never stop the work
+        except Exception as exc:  # telemetry must never stop the work; not tried again in this process
             context_logger("batchwatch.telemetry").error("Application Insights is not set up: %s: %s",
                                                          type(exc).__name__, exc)
             return False
-        _configured = True
+        _attempted = True
         logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
     return True
 

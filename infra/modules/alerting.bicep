@@ -10,7 +10,12 @@ param suffix string
 @description('E-mail addresses that receive the alerts.')
 param opsEmails array
 
-@description('Hours a batch may be polled before it counts as pending too long.')
+@description('Resource ids of action groups you manage yourself (a Teams Workflows webhook, SMS, a pager); the rules notify them too.')
+param extraActionGroupIds array
+
+@description('Hours a batch may be polled before it counts as pending too long (the rule looks back 2 days).')
+@minValue(1)
+@maxValue(47)
 param pendingThresholdHours int
 
 @description('Percent of Partner Center answers that may be 429 before an alert fires.')
@@ -83,6 +88,8 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
     ]
     evaluationFrequency: 'PT15M'
     windowSize: rule.name == 'throttling-rate' ? 'PT1H' : 'PT15M'
+    // The query sees only the window unless the rule looks further back: a batch pending for hours needs days.
+    overrideQueryTimeRange: rule.name == 'pending-too-long' ? 'P2D' : null
     autoMitigate: false
     criteria: {
       allOf: [
@@ -99,9 +106,9 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
       ]
     }
     actions: {
-      actionGroups: [
+      actionGroups: concat([
         actionGroup.id
-      ]
+      ], extraActionGroupIds)
     }
   }
 }]
@@ -134,6 +141,23 @@ var panels = [
   }
 ]
 
+var workbookItems = [for (panel, index) in panels: {
+  type: 3
+  name: 'panel-${index}'
+  content: {
+    version: 'KqlItem/1.0'
+    title: panel.title
+    query: panel.query
+    size: 0
+    queryType: 0
+    resourceType: 'microsoft.insights/components'
+    visualization: panel.visualization
+    timeContext: {
+      durationMs: 2592000000
+    }
+  }
+}]
+
 resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
   name: guid(resourceGroup().id, insightsId, 'batchwatch-workbook')
   location: location
@@ -149,22 +173,7 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
       fallbackResourceIds: [
         insightsId
       ]
-      items: [for (panel, index) in panels: {
-        type: 3
-        name: 'panel-${index}'
-        content: {
-          version: 'KqlItem/1.0'
-          title: panel.title
-          query: panel.query
-          size: 0
-          queryType: 0
-          resourceType: 'microsoft.insights/components'
-          visualization: panel.visualization
-          timeContext: {
-            durationMs: 2592000000
-          }
-        }
-      }]
+      items: workbookItems
     })
   }
 }

@@ -259,7 +259,7 @@ def test_the_sweep_wraps_what_the_host_moved_to_poison_in_a_never_expiring_envel
     code, text, _ = audit("poison", "list", "--format", "json")
     rows = {row["original"]: row for row in map(json.loads, text.splitlines())}
     assert code == 0 and set(rows) == {'{"customerId": "moved by the host"}', "not json"}
-    assert "by the Functions host after maxDequeueCount" in rows['{"customerId": "moved by the host"}']["reason"]
+    assert "after maxDequeueCount (5) deliveries" in rows['{"customerId": "moved by the host"}']["reason"]
     assert rows["not json"]["reason"] == "message is not JSON"
     for message in poison.peek_messages(max_messages=32):
         assert message.expires_on is None or message.expires_on.year >= 9999  # nothing left that expires

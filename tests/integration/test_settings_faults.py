@@ -25,10 +25,14 @@ FAULTS = [
     ("POLL_MAX_DELAY_SECONDS", "ten minutes", "check_batch_status", "POLL_MAX_DELAY_SECONDS must be a number"),
     ("ALERT_WEBHOOK_URL", KEY_VAULT_REFERENCE, "notify_failures", "Key Vault reference that did not resolve"),
     ("ALERT_WEBHOOK_FORMAT", "email", "notify_failures", "ALERT_WEBHOOK_FORMAT must be one of"),
+    ("ALERT_TABLE_NAME", "alert_log", "notify_failures", "ALERT_TABLE_NAME must be a table name"),
+    ("PARTNER_CENTER_AUTH", "@Microsoft.KeyVault(VaultName=batchwatch-kv;SecretName=auth)", "check_batch_status",
+     "Key Vault reference that did not resolve"),
 ]
 
 
-@pytest.mark.parametrize(("setting", "wrong", "function", "error"), FAULTS, ids=[fault[0] for fault in FAULTS])
+@pytest.mark.parametrize(("setting", "wrong", "function", "error"), FAULTS,
+                         ids=[f"{fault[0]}-{index}" for index, fault in enumerate(FAULTS)])
 def test_a_wrong_setting_holds_messages_back_without_poison_until_it_is_fixed(
         stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, setting: str,
         wrong: str | None, function: str, error: str) -> None:
@@ -63,7 +67,7 @@ def test_a_wrong_setting_holds_messages_back_without_poison_until_it_is_fixed(
     stack.stop_host()
 
     held = [r for r in caplog.records if r.name == f"batchwatch.{function}" and error in r.getMessage()]
-    assert held and all(error in r.getMessage() for r in held)
+    assert held and all(r.levelno in (logging.ERROR, logging.INFO) for r in held)
     assert sum(r.levelno == logging.ERROR for r in held) <= 1 + 3 + 2  # once per 1 s interval, not per message
     assert stack.peek(stack.env["STATUS_QUEUE_NAME"] + "-poison") == []
     assert stack.peek(stack.env["FAILURE_QUEUE_NAME"] + "-poison") == []
@@ -107,3 +111,23 @@ def test_a_last_delivery_that_fails_is_poisoned_in_a_never_expiring_envelope_wit
 
 def _crashing_handler(body: bytes, message_id: str, dequeue_count: int) -> None:
     raise RuntimeError("the table was on fire")
+
+
+def test_the_error_is_logged_once_per_interval_however_many_messages_wait(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("SETTINGS_RETRY_SECONDS", "2")
+    monkeypatch.delenv("PARTNER_CENTER_AUTH")
+    reset_app()
+    caplog.set_level(logging.INFO, logger="batchwatch")
+    for _ in range(20):
+        stack.send({"customerId": str(uuid.uuid4()), "batchTrackingId": str(uuid.uuid4())})
+    stack.start_host()
+    started = time.monotonic()
+    wait_for(lambda: sum("settings still wrong" in r.getMessage() for r in caplog.records) >= 19, 30,
+             "every message held back")
+    time.sleep(2)
+    stack.stop_host()
+    elapsed = time.monotonic() - started
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "PARTNER_CENTER_AUTH" in r.getMessage()]
+    assert 1 <= len(errors) <= elapsed / 2 + 1  # once per 2 s interval, not once per message (20 messages)
+    assert stack.peek(stack.env["STATUS_QUEUE_NAME"] + "-poison") == []

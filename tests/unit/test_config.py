@@ -94,3 +94,19 @@ def test_each_setting_read_unset_is_its_fields_one_default_and_set_reaches_that_
             chosen = min(number.maximum, default * 2 + 1)  # inside the bounds, and not the default
             changed = load_settings({**BASE, number.setting: str(chosen)})
             assert getattr(getattr(changed, part) if part else changed, name) == chosen, number.setting
+
+
+def test_each_function_checks_only_its_own_queue_and_table_names() -> None:
+    from shared.config import load_alert_settings, load_polling_settings
+
+    bad_alert_table = {**BASE, "ALERT_TABLE_NAME": "no_underscores"}
+    bad_batch_table = {**BASE, "BATCH_TABLE_NAME": "x"}
+    assert load_polling_settings(bad_alert_table).batch_table == "BatchUploadStatus"
+    assert load_alert_settings(bad_batch_table).alert_table == "AlertLog"
+    with pytest.raises(ConfigError, match="BATCH_TABLE_NAME"):
+        load_polling_settings(bad_batch_table)
+    with pytest.raises(ConfigError, match="ALERT_TABLE_NAME"):
+        load_alert_settings(bad_alert_table)
+    for env in (bad_alert_table, bad_batch_table):  # the tools that read everything still refuse both
+        with pytest.raises(ConfigError):
+            load_settings(env)

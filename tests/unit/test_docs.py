@@ -101,7 +101,7 @@ def test_every_documented_default_is_the_codes(setting: str, default: object) ->
 
 def test_every_make_target_is_documented() -> None:
     targets = re.findall(r"^\.PHONY: (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)[0].split()
-    missing = [target for target in targets if f"make {target}" not in ALL_DOCS and target not in ("deps",)]
+    missing = [target for target in targets if f"make {target}" not in ALL_DOCS]
     assert missing == []
 
 
@@ -143,3 +143,12 @@ def test_the_remediation_catalogue_in_the_alerts_page_is_the_codes() -> None:
     table = page[page.index("| code | name | what to do |"):].split("\n\n")[0]
     rows = re.findall(r"^\| `([^`]+)` \| [^|]* \| (.*) \|$", table, re.MULTILINE)
     assert rows == [(entry.code, entry.action.replace("|", "/")) for entry in _CATALOGUE]
+
+
+def test_the_example_settings_name_the_queues_and_tables_the_code_and_infra_use() -> None:
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    infra = (ROOT / "infra" / "main.bicep").read_text()
+    for name, setting in {**QUEUE_NAMES, **TABLE_NAMES}.items():
+        default = default_of(StorageNames, name)
+        assert example[setting] == default, setting
+        assert f"'{default}'" in infra, f"infra/main.bicep does not name {default}"

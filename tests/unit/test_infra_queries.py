@@ -50,3 +50,22 @@ def test_the_attributes_the_queries_rely_on_are_found_at_all() -> None:
     assert {"outcome", "error_code", "class", "queue", "customerId", "batchTrackingId", "failedDeviceCount"} \
         <= _attributes()
     assert len(_metric_names()) == 7
+
+
+def test_no_loop_sits_inside_a_function_call_where_bicep_refuses_it() -> None:
+    """BCP138: a for-expression may not be an argument of a function such as string(); build it in a var."""
+    for path in (ROOT / "infra").rglob("*.bicep"):
+        text = path.read_text()
+        for call in re.finditer(r"\b(string|concat|union|json)\(", text):
+            depth, index = 0, call.end() - 1
+            for index in range(call.end() - 1, len(text)):
+                depth += {"(": 1, ")": -1}.get(text[index], 0)
+                if depth == 0:
+                    break
+            assert "[for " not in text[call.end():index], f"{path.name}: a loop inside {call.group(1)}()"
+
+
+def test_the_pending_rule_looks_back_further_than_its_threshold() -> None:
+    """A scheduled query sees only its window unless overrideQueryTimeRange says otherwise."""
+    assert "overrideQueryTimeRange: rule.name == 'pending-too-long' ? 'P2D'" in ALERTING
+    assert "@maxValue(47)" in ALERTING.split("param pendingThresholdHours")[0].rsplit("\n\n", 1)[-1]
