@@ -105,3 +105,19 @@ def test_nothing_is_configured_without_a_connection_string() -> None:
     assert telemetry.configure({}) is False
     assert telemetry.answer_class(503) == "5xx" and telemetry.answer_class(403) == "401_403"
     assert telemetry.answer_class(None, "timeout") == "timeout" and telemetry.answer_class(418) == "other_4xx"
+
+
+def test_a_retried_alert_and_a_server_error_are_counted(stack: Stack) -> None:
+    retried = _sum("batchwatch.alerts", result="retried")
+    server_errors = _sum("batchwatch.partner_center.answers", **{"class": "5xx"})
+    customer = str(uuid.uuid4())
+    stack.control("device-errors", {"serialNumber": "BAD-2", "errorCode": "806"})
+    location = stack.upload(customer, [{"serialNumber": "BAD-2"}])
+    stack.control("script", {"trackingId": location.rsplit("/", 1)[1], "responses": ["503"]})
+    stack.script_receiver("500")
+    stack.start_host()
+    stack.send({"location": location})
+    wait_for(lambda: stack.alerts(), 60, "the alert, after one refused delivery")
+    wait_for(lambda: _sum("batchwatch.alerts", result="retried") > retried, 10, "the retry counted")
+    assert _sum("batchwatch.alerts", result="retried") == retried + 1
+    assert _sum("batchwatch.partner_center.answers", **{"class": "5xx"}) >= server_errors + 1
