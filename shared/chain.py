@@ -182,10 +182,12 @@ def plan_requeue(state: ChainState, successor: str, decision: Requeue, result: P
                       last_result=decision.reason[:MAX_RESULT_LENGTH])
 
 
-def extension(successor: str, next_poll_at: datetime, due: datetime, etag: str | None) -> RowWrite | None:
-    """The write that moves nextPollAt to when the successor is really due, when that is later than the row says
-    (a 429's Retry-After, an error backoff): otherwise a watchdog would take the chain over while it waits."""
-    if due <= next_poll_at:
+def extension(successor: str, next_poll_at: datetime, due: datetime, etag: str | None,
+              slack: float) -> RowWrite | None:
+    """The write that moves nextPollAt to when the successor is really due (a 429's Retry-After, an error backoff),
+    when that is more than slack seconds later than the row says: a watchdog takes the chain over only once it
+    is CHAIN_STALE_GRACE_SECONDS overdue, so a successor due within half of that needs no write."""
+    if due <= next_poll_at + timedelta(seconds=slack):
         return None
     return RowWrite(BatchRowChange(next_poll_at=due), etag, successor)
 

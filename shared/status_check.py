@@ -160,7 +160,8 @@ class StatusCheck:
         delay = queue_delay(decision.delay)
         due = now + timedelta(seconds=delay)
         write = (hand_on(state, held.successor, due, state.etag) if held.marked or held.next_poll_at is None
-                 else extension(held.successor, held.next_poll_at, due, state.etag))
+                 else extension(held.successor, held.next_poll_at, due, state.etag,
+                           slack=self.settings.chain_stale_grace / 2))
         etag = state.etag
         if write is not None:
             etag = self._write(held.request, write)

@@ -155,8 +155,9 @@ def test_a_requeue_carries_the_counts_and_this_polls_answer_to_the_successor() -
 
 def test_a_delay_longer_than_the_row_says_is_written_before_the_successor_waits() -> None:
     planned = NOW + timedelta(seconds=33)
-    assert extension("bbbb", planned, NOW + timedelta(seconds=30), "e") is None
-    write = extension("bbbb", planned, NOW + timedelta(seconds=3600), "e")
+    assert extension("bbbb", planned, NOW + timedelta(seconds=30), "e", slack=450) is None
+    assert extension("bbbb", planned, NOW + timedelta(seconds=33 + 450), "e", slack=450) is None  # within the grace
+    write = extension("bbbb", planned, NOW + timedelta(seconds=3600), "e", slack=450)
     assert write == RowWrite(BatchRowChange(next_poll_at=NOW + timedelta(seconds=3600)), "e", "bbbb")
     handed = hand_on(ChainState("aaaa", FIRST_SEEN, poll_count=2), "bbbb", NOW + timedelta(seconds=60), "e")
     assert handed.fields == {"chainToken": "bbbb", "pollCount": 3, "nextPollAt": NOW + timedelta(seconds=60)}
