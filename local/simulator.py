@@ -12,6 +12,9 @@ Scripted answers for one tracking id (POST /_sim/script {"trackingId": ..., "res
 before the normal answer: ok, slow:S, 429:S, 500, 502, 503, 504, 401, 403, 404, html, malformed, truncated,
 timeout:S, drip:S (one byte every 0.1 s), big:N (a body of N bytes), gzipbomb:N (gzip inflating to N bytes),
 body:<text> (that exact 200 body).
+Rate limits (--rate-limit-partner / --rate-limit-customer N per --rate-window-seconds, or /_sim/config
+rateLimitPartner, rateLimitCustomer, rateWindowSeconds): past N status GETs in a fixed window, for the partner as
+a whole or for one customer, 429 with a Retry-After to the end of the window, as Partner Center throttles.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import base64
 import binascii
 import gzip
 import json
+import math
 import random
 import re
 import sys
@@ -67,6 +71,11 @@ class SimulatorConfig:
     slow_seconds: float = 3.0
     timeout_seconds: float = 60.0  # how long a "timeout" fault keeps the connection without answering
     seed: int = 1
+    # Partner Center throttles per partner, and for some APIs per partner + customer: status GETs allowed per
+    # window (0: no limit); past it, 429 with a Retry-After to the end of the window.
+    rate_limit_partner: int = 0
+    rate_limit_customer: int = 0
+    rate_window_seconds: float = 60.0
 
     def update(self, values: dict[str, Any]) -> None:
         names = {
@@ -77,6 +86,9 @@ class SimulatorConfig:
             "batchStatusWithErrors": "batch_status_with_errors",
             "retryAfter": "retry_after",
             "slowSeconds": "slow_seconds",
+            "rateLimitPartner": "rate_limit_partner",
+            "rateLimitCustomer": "rate_limit_customer",
+            "rateWindowSeconds": "rate_window_seconds",
         }
         for key, value in values.items():
             if key == "rates":
@@ -114,6 +126,25 @@ class Simulator:
         self.tokens: set[str] = {SIMULATOR_TOKEN}
         self.requests: list[dict[str, Any]] = []
         self.faults_injected: dict[str, int] = {}
+        self.windows: dict[tuple[str, int], int] = {}  # (scope, window number) -> status GETs in it
+
+    def throttle(self, customer_id: str, now: float) -> float | None:
+        """Count one status GET against the rate limits; the seconds to the end of the window when over one."""
+        config = self.config
+        if not (config.rate_limit_partner or config.rate_limit_customer) or config.rate_window_seconds <= 0:
+            return None
+        window = int(now // config.rate_window_seconds)
+        with self.lock:
+            over = False
+            for scope, limit in (("partner", config.rate_limit_partner), (customer_id, config.rate_limit_customer)):
+                if limit:
+                    count = self.windows.get((scope, window), 0) + 1
+                    self.windows[(scope, window)] = count
+                    over = over or count > limit
+            if not over:
+                return None
+            self.faults_injected["429-rate-limit"] = self.faults_injected.get("429-rate-limit", 0) + 1
+        return (window + 1) * config.rate_window_seconds - now
 
     # --- Partner Center behaviour --------------------------------------------------------------
     def upload(self, customer_id: str, batch_id: str, devices: list[dict[str, Any]]) -> str:
@@ -282,6 +313,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         with self.sim.lock:
             upload.gets += 1
+        wait = self.sim.throttle(customer_id, time.time())
+        if wait is not None:
+            retry_after = str(max(1, math.ceil(wait)))
+            self._send_json(429, {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} "
+                                                                f"seconds."}, {"Retry-After": retry_after})
+            return
         fault = self.sim.next_fault(upload)
         if fault and self._inject(fault):
             return
@@ -503,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-seconds", type=float, default=60.0, help="how long a timeout fault stalls")
     for kind in ("429", "500", "503", "timeout", "slow", "malformed", "truncated", "html"):
         parser.add_argument(f"--rate-{kind}", type=float, default=0.0, help=f"probability of a {kind} answer")
+    parser.add_argument("--rate-limit-partner", type=int, default=0, help="status GETs per window for the partner")
+    parser.add_argument("--rate-limit-customer", type=int, default=0, help="status GETs per window per customer")
+    parser.add_argument("--rate-window-seconds", type=float, default=60.0)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     rates = {
@@ -517,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         rates={k: v for k, v in rates.items() if v},
         seed=args.seed,
         timeout_seconds=args.timeout_seconds,
+        rate_limit_partner=args.rate_limit_partner,
+        rate_limit_customer=args.rate_limit_customer,
+        rate_window_seconds=args.rate_window_seconds,
     )
     server = SimulatorServer(("127.0.0.1", args.port), Simulator(config), verbose=args.verbose)
     return serve_until_interrupted(server, f"Partner Center simulator listening on {server.url}")

@@ -312,3 +312,26 @@ def test_a_poll_stops_retrying_when_its_time_budget_is_spent(sim: SimulatorServe
                                  sleep=lambda _: None, monotonic=lambda: next(clock))
     result = client.get_batch_status(CUSTOMER, tracking, "c")
     assert isinstance(result, Transient) and client.request_count == 1  # the second try would not fit in 6 s
+
+
+def test_the_simulators_rate_limits_answer_429_until_the_window_ends(sim: SimulatorServer) -> None:
+    """The limiter that fleet tests, make chaos and make bench throttle against: per partner and per customer."""
+    other_customer = "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"
+    tracking = _upload(sim)
+    requests.post(f"{sim.url}/_sim/config", json={"rateLimitPartner": 4, "rateLimitCustomer": 2,
+                                                  "rateWindowSeconds": 2}, timeout=5)
+    client = _client(sim)
+    time.sleep(2 - time.time() % 2)  # the start of a window, so that all the calls below fall in it
+    results = [client.get_batch_status(CUSTOMER, tracking, "c") for _ in range(3)]
+    assert [type(result).__name__ for result in results] == ["StatusReceived", "StatusReceived", "Throttled"]
+    throttled = results[2]
+    assert isinstance(throttled, Throttled) and throttled.retry_after is not None and 1 <= throttled.retry_after <= 2
+    other = requests.post(f"{sim.url}/v1/customers/{other_customer}/deviceBatches",
+                          json={"devices": [{"serialNumber": "X"}]},
+                          headers={"Authorization": f"Bearer {SIMULATOR_TOKEN}"}, timeout=5)
+    other_tracking = other.headers["Location"].rsplit("/", 1)[1]
+    answers = [client.get_batch_status(other_customer, other_tracking, "c") for _ in range(2)]
+    assert type(answers[0]).__name__ == "StatusReceived"  # its own customer's budget: 4th call for the partner
+    assert isinstance(answers[1], Throttled)  # the 5th for the partner: over the partner's limit
+    time.sleep(2.1)  # the next window
+    assert type(client.get_batch_status(CUSTOMER, tracking, "c")).__name__ == "StatusReceived"
