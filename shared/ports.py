@@ -15,6 +15,7 @@ from .alert_log import AlertAttempt, Claim
 from .batch_row import BatchRow, BatchRowChange
 from .models import BatchStatus
 from .policy import PollResult
+from .throttle import ThrottleStore
 from .webhook import DeliveryResult
 
 
@@ -49,7 +50,7 @@ class DeviceStore(Protocol):
     def write_history(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int: ...
 
 
-class ResultsStorage(BatchStore, DeviceStore, Protocol):
+class ResultsStorage(BatchStore, DeviceStore, ThrottleStore, Protocol):
     """What check_batch_status writes to Table Storage."""
 
 

@@ -22,6 +22,7 @@ from .table_values import fit_entity, transaction_groups
 log = context_logger("batchwatch.results_store")
 
 TRACKING_INDEX_PARTITION = "~tracking"  # batch table rows that map a tracking id to its customer
+THROTTLE_PARTITION = "~throttle"  # batch table rows that say until when Partner Center must not be called
 HISTORY_WRITE_THREADS = 8
 _RESERVED = frozenset({"PartitionKey", "RowKey", "Timestamp", "customerId", "batchTrackingId", "failed", "recordedAt"})
 
@@ -76,6 +77,40 @@ class ResultsStore:
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
             raise RowChangedError(str(exc)) from exc
         return str(metadata["etag"])
+
+    # --- the fleet's throttle state (shared/throttle.py) ------------------------------------------
+    def get_throttle(self, scope: str) -> datetime | None:
+        def read(client: Any) -> datetime | None:
+            try:
+                entity = client.get_entity(THROTTLE_PARTITION, scope)
+            except ResourceNotFoundError:
+                return None
+            until = entity.get("throttledUntil")
+            return until if isinstance(until, datetime) else None
+
+        return self._clients.with_table(self._batch_table, read)
+
+    def extend_throttle(self, scope: str, until: datetime) -> None:
+        """Write until unless a later time is there; a concurrent writer wins only with a later time."""
+        for _ in range(3):
+            def read(client: Any) -> Any:
+                try:
+                    return client.get_entity(THROTTLE_PARTITION, scope)
+                except ResourceNotFoundError:
+                    return None
+
+            current = self._clients.with_table(self._batch_table, read)
+            stored = current.get("throttledUntil") if current is not None else None
+            if isinstance(stored, datetime) and stored >= until:
+                return
+            entity = {"PartitionKey": THROTTLE_PARTITION, "RowKey": scope, "throttledUntil": until}
+            write = (partial(_create_row, entity=entity) if current is None
+                     else partial(_replace_row_if_unchanged, entity=entity, etag=current.metadata["etag"]))
+            try:
+                self._clients.with_table(self._batch_table, write)
+                return
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another process wrote meanwhile: look again
 
     # --- device rows and history ---------------------------------------------------------------
     def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
@@ -163,3 +198,11 @@ def _bounded_map(work: Callable[[dict[str, Any]], None], items: Iterable[dict[st
 
 def _submit(client: Any, operations: list[Any]) -> None:
     client.submit_transaction(operations)
+
+
+def _create_row(client: Any, entity: dict[str, Any]) -> Any:
+    return client.create_entity(entity)
+
+
+def _replace_row_if_unchanged(client: Any, entity: dict[str, Any], etag: str) -> Any:
+    return client.update_entity(entity, etag=etag, match_condition=MatchConditions.IfNotModified)

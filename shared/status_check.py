@@ -34,11 +34,12 @@ from .log import ContextLogger, context_logger
 from .messages import BadMessageError, StatusRequest, parse_status_request
 from .models import ENDED_BADLY
 from .poison import send_to_poison
-from .policy import Decision, Finalize, PollResult, decide
+from .policy import Decision, Finalize, PollResult, Throttled, decide
 from .ports import PartnerCenter, Queues, ResultsStorage
 from .results_store import RowChangedError
 from .storage import queue_delay
 from .telemetry import BATCHES_FINALIZED, COMPLETION_LAG, DEVICES_FAILED, POLLS
+from .throttle import ThrottleGate, resume_spread
 
 ROW_CONFLICT_BUDGET = 3  # etag conflicts one message may meet before it gives up (and the host retries it)
 
@@ -73,6 +74,11 @@ class StatusCheck:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     rng: random.Random = field(default_factory=random.Random)
     new_token: Callable[[], str] = lambda: uuid.uuid4().hex
+    throttle: ThrottleGate | None = None  # the fleet's 429 state; built on the store when not given
+
+    def __post_init__(self) -> None:
+        if self.throttle is None:
+            self.throttle = ThrottleGate(self.store)
 
     def handle(self, body: bytes, message_id: str = "", dequeue_count: int = 1) -> None:
         try:
@@ -110,14 +116,29 @@ class StatusCheck:
                 continue
             log = self._logger(held.request, message_id)
             if result is None:
-                result = self.partner_center.get_batch_status(request.customer_id, request.batch_tracking_id,
-                                                              held.request.correlation_id or "")
-                POLLS.add(1)
-                now = self.clock()  # a poll can take a while: decide and write with the time it ended
+                result, now = self._poll(held.request, now, log)
             decision = decide_next(held.request, result, now, self.settings, self.rng)
             if self._after_poll(held, result, decision, now, log):
                 return
         raise RowKeptChangingError("the batch row kept changing while this message tried to hold its chain")
+
+    def _poll(self, request: StatusRequest, now: datetime, log: ContextLogger) -> tuple[PollResult, datetime]:
+        """Call Partner Center, unless the partner is throttled: then wait with the fleet (and a 429 tells it). A
+        batch at its deadline makes its last call anyway: its outcome depends on the answer."""
+        assert self.throttle is not None and request.state is not None
+        at_deadline = (now - request.state.first_seen_at).total_seconds() >= self.settings.policy.deadline
+        wait = 0.0 if at_deadline else self.throttle.wait(now)
+        if wait > 0:
+            wait += self.rng.uniform(0, resume_spread(wait))
+            log.info("Partner Center is throttling the partner; waiting %.0f s with the rest of the fleet", wait)
+            return Throttled(wait, shared=True), now
+        result = self.partner_center.get_batch_status(request.customer_id, request.batch_tracking_id,
+                                                      request.correlation_id or "")
+        POLLS.add(1)
+        now = self.clock()  # a poll can take a while: decide and write with the time it ended
+        if isinstance(result, Throttled):
+            self.throttle.record(now, result.retry_after)
+        return result, now
 
     def _hold(self, resolution: Resolution, message_id: str) -> Held | Step:
         """Act on who polls: the chain this message now holds, or DONE, or CONFLICT (read the row again)."""

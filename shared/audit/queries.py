@@ -60,9 +60,9 @@ class AuditQueries:
 
     def all_batches(self, since: datetime | None = None, until: datetime | None = None,
                     outcome: str | None = None) -> Iterator[Row]:
-        query, parameters = _filters("PartitionKey ne @index", since, until, outcome)
-        yield from _query(self.clients.table(self.names.batch_table), query, index=TRACKING_INDEX_PARTITION,
-                          **parameters)
+        # Customer ids are GUIDs; batchwatch's own rows (~tracking, ~throttle) sort after them.
+        query, parameters = _filters("PartitionKey lt @own", since, until, outcome)
+        yield from _query(self.clients.table(self.names.batch_table), query, own="~", **parameters)
 
     def pending(self) -> list[Row]:
         rows = list(self.all_batches(outcome="pending"))

@@ -162,6 +162,7 @@ class FakeResultsStore:
         self.devices: dict[str, dict[str, dict[str, Any]]] = {}  # tracking id -> serial -> row
         self.history: dict[tuple[str, str], dict[str, Any]] = {}
         self.finals: dict[tuple[str, str], list[str]] = {}  # every write that turned a row final, by outcome
+        self.throttles: dict[str, datetime] = {}
         self._etag = _Etags()
 
     def get_batch(self, customer_id: str, tracking_id: str) -> BatchRow | None:
@@ -203,6 +204,13 @@ class FakeResultsStore:
         if self.faults.check(f"after:{point}") == "lost":  # the SDK retried the merge and got 412
             raise RowChangedError("the retried merge found its own write")
         return self.etags[key]
+
+    def get_throttle(self, scope: str) -> datetime | None:
+        return self.throttles.get(scope)
+
+    def extend_throttle(self, scope: str, until: datetime) -> None:
+        if scope not in self.throttles or self.throttles[scope] < until:
+            self.throttles[scope] = until
 
     def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
         self.faults.check("before:devices")

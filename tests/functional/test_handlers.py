@@ -128,3 +128,28 @@ def test_messages_batchwatch_sends_never_expire_even_when_the_clock_jumps_a_mont
     app.clock.advance(31 * 24 * 3600)
     app.run_until_idle()
     assert len(app.webhook.delivered) == 1
+
+
+def test_a_429_for_one_batch_holds_every_process_s_polls_until_retry_after() -> None:
+    """Two processes (two apps) on one storage account: after one is told to back off, neither calls."""
+    from shared.status_check import StatusCheck
+    from shared.throttle import ThrottleGate
+    from tests.functional.scripts import FAULTS
+
+    app = App.build()
+    other = StatusCheck(app.status_check.settings, app.queues, app.store, app.partner_center, clock=app.clock,
+                        throttle=ThrottleGate(app.store, lambda: app.clock().timestamp()))
+    throttled = _batch(app, finishes(app.clock(), timedelta(minutes=5), devices(["A"]), faults=["429"]))
+    app.host.deliver(STATUS_QUEUE)  # process one: the 429 (Retry-After 45 s)
+    assert len(app.partner_center.calls[throttled]) == 1 and FAULTS["429"].retry_after == 45.0
+    app.clock.now += timedelta(seconds=10)
+    waiting = _batch(app, finishes(app.clock(), timedelta(minutes=5), devices(["B"])))
+    message = app.queues.receive(STATUS_QUEUE)
+    assert message is not None
+    other.handle(message.content.encode(), message.id, 1)  # process two: a new batch, while the partner waits
+    app.queues.delete(STATUS_QUEUE, message, message.receipt)
+    assert waiting not in app.partner_center.calls  # it did not call Partner Center
+    app.run_until_idle()
+    first_call = app.partner_center.calls[waiting][0]
+    assert first_call >= app.partner_center.calls[throttled][0] + timedelta(seconds=45)
+    assert app.store.rows[(CUSTOMER, waiting)]["outcome"] == "completed"

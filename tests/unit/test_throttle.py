@@ -1,0 +1,95 @@
+"""The fleet's throttle gate: a 429 in one process holds every process's polls until Retry-After, read from one
+small row at most every few seconds, never lowered, and never in the way when storage fails."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.policy import PollingPolicy, Requeue, Throttled, decide
+from shared.throttle import LONGEST_WAIT_SECONDS, PARTNER_SCOPE, REFRESH_SECONDS, ThrottleGate
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+class Store:
+    def __init__(self) -> None:
+        self.rows: dict[str, datetime] = {}
+        self.reads = 0
+        self.broken = False
+
+    def get_throttle(self, scope: str) -> datetime | None:
+        self.reads += 1
+        if self.broken:
+            raise OSError("storage is down")
+        return self.rows.get(scope)
+
+    def extend_throttle(self, scope: str, until: datetime) -> None:
+        if scope not in self.rows or self.rows[scope] < until:
+            self.rows[scope] = until
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_poll_in_the_normal_case_reads_nothing_beyond_one_read_per_refresh() -> None:
+    store, clock = Store(), Clock()
+    gate = ThrottleGate(store, clock)
+    assert [gate.wait(NOW) for _ in range(100)] == [0.0] * 100
+    assert store.reads == 1
+    clock.now += REFRESH_SECONDS
+    gate.wait(NOW)
+    assert store.reads == 2
+
+
+def test_a_429_in_one_process_holds_the_others_once_they_look_again() -> None:
+    store, clock = Store(), Clock()
+    here, there = ThrottleGate(store, clock), ThrottleGate(store, clock)
+    assert there.wait(NOW) == 0.0
+    here.record(NOW, 60)
+    assert here.wait(NOW + timedelta(seconds=10)) == 50.0  # at once in the process that got the 429
+    assert store.rows[PARTNER_SCOPE] == NOW + timedelta(seconds=60)
+    assert there.wait(NOW + timedelta(seconds=1)) == 0.0  # the other still uses what it read ...
+    clock.now += REFRESH_SECONDS
+    assert there.wait(NOW + timedelta(seconds=5)) == 55.0  # ... until it reads again
+    assert there.wait(NOW + timedelta(seconds=61)) == 0.0
+
+
+def test_a_shorter_retry_after_never_shortens_the_wait_and_none_waits_the_default() -> None:
+    store, clock = Store(), Clock()
+    gate = ThrottleGate(store, clock)
+    gate.record(NOW, 120)
+    gate.record(NOW, 10)
+    assert store.rows[PARTNER_SCOPE] == NOW + timedelta(seconds=120)
+    other = Store()
+    ThrottleGate(other, clock).record(NOW, None)
+    assert other.rows[PARTNER_SCOPE] == NOW + timedelta(seconds=30)
+
+
+def test_one_wait_is_at_most_the_longest_and_a_broken_store_never_blocks(caplog: pytest.LogCaptureFixture) -> None:
+    store, clock = Store(), Clock()
+    store.rows[PARTNER_SCOPE] = NOW + timedelta(days=1)  # a clock that jumped back, or a Retry-After of a day
+    assert ThrottleGate(store, clock).wait(NOW) == LONGEST_WAIT_SECONDS
+    broken = Store()
+    broken.broken = True
+    with caplog.at_level(logging.WARNING):
+        assert ThrottleGate(broken, clock).wait(NOW) == 0.0
+    assert "could not read the fleet's throttle state" in caplog.text
+
+
+def test_waiting_with_the_fleet_is_not_an_error_of_the_batch() -> None:
+    import random
+
+    policy = PollingPolicy(jitter=0.0)
+    shared = decide(Throttled(200.0, shared=True), 600.0, errors=2, auth_failures=0, policy=policy,
+                    rng=random.Random(1))
+    own = decide(Throttled(200.0), 600.0, errors=2, auth_failures=0, policy=policy, rng=random.Random(1))
+    assert isinstance(shared, Requeue) and shared.errors == 2 and shared.delay >= 200.0
+    assert isinstance(own, Requeue) and own.errors == 3
