@@ -327,3 +327,23 @@ def test_dates_and_values_table_storage_refuses_are_stored_as_what_fits(stack: S
     history = stack.rows("DEVICE_HISTORY_TABLE_NAME")
     assert len(history) == 153
     assert stack.peek(stack.env["STATUS_QUEUE_NAME"] + "-poison") == []
+
+
+def test_while_the_fleet_is_throttled_no_instance_calls_partner_center(stack: Stack) -> None:
+    """A 429 another instance got (the ~throttle row) holds this one's polls until it has passed."""
+    from datetime import UTC, datetime, timedelta
+
+    customer = _customer()
+    location = stack.upload(customer, [{"serialNumber": "WAIT-1"}])
+    tracking = _tracking_id(location)
+    until = datetime.now(UTC) + timedelta(seconds=6)
+    get_app().status_check.store.extend_throttle("partner", until)
+    stack.start_host()
+    stack.send({"location": location})
+    wait_for(lambda: stack.batch_row(customer, tracking), 10, "the batch row (the chain started)")
+    assert _gets(stack, tracking) == []  # held by the fleet's back-off: no call
+    row = stack.wait_final(customer, tracking, timeout=60)
+    assert row["outcome"] == "completed"
+    first = min(request["time"] for request in _gets(stack, tracking))
+    assert first >= until.timestamp() - 0.5
+    assert stack.rows("BATCH_TABLE_NAME", "PartitionKey eq '~throttle'")[0]["throttledUntil"] == until
