@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -27,7 +28,7 @@ from .app import storage_clients
 from .config import QUEUE_NAMES, ConfigError, StorageNames, default_of
 from .log import context_logger
 from .poison import send_to_poison
-from .storage import StorageClients, queue_delay
+from .storage import queue_delay
 
 DEFAULT_SETTINGS_RETRY_SECONDS = 300.0
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
@@ -51,16 +52,15 @@ def run(function: QueueFunction, body: bytes, message_id: str, dequeue_count: in
     except ConfigError as exc:
         _wait_for_settings(function, body, message_id, exc)
         return
-    limit = max_dequeue_count()
-    if dequeue_count < limit:
-        handle(body, message_id, dequeue_count)
-        return
     try:
         handle(body, message_id, dequeue_count)
     except Exception as exc:
+        limit = max_dequeue_count()
+        if dequeue_count < limit:
+            raise  # the host tries it again
         reason = (f"failed on its last delivery (dequeue count {dequeue_count}, maxDequeueCount {limit}): "
                   f"{type(exc).__name__}: {exc}")
-        poison = send_to_poison(_clients(), _queue_name(function), body.decode("utf-8", "replace"), reason,
+        poison = send_to_poison(storage_clients(), _queue_name(function), body.decode("utf-8", "replace"), reason,
                                 datetime.now(UTC))
         context_logger(f"batchwatch.{function.name}", messageId=message_id).exception(
             "moved the message to %s: %s", poison, reason)
@@ -74,8 +74,15 @@ def max_dequeue_count() -> int:
     default of 5."""
     try:
         override = os.environ.get(HOST_OVERRIDE, "").strip()
-        if override:
-            return max(1, int(override))
+        return max(1, int(override)) if override else _host_json_max_dequeue_count()
+    except ValueError:
+        return 5
+
+
+@functools.cache
+def _host_json_max_dequeue_count() -> int:
+    """host.json is part of the deployed app: read once per process."""
+    try:
         queues = json.loads(HOST_JSON.read_text(encoding="utf-8")).get("extensions", {}).get("queues", {})
         return max(1, int(queues.get("maxDequeueCount", 5)))
     except (OSError, ValueError, TypeError, AttributeError):
@@ -97,7 +104,8 @@ _log_lock = threading.Lock()
 
 def _wait_for_settings(function: QueueFunction, body: bytes, message_id: str, error: ConfigError) -> None:
     delay = settings_retry_seconds()
-    _clients().send(_queue_name(function), body.decode("utf-8", "replace"), visibility_timeout=queue_delay(delay))
+    storage_clients().send(_queue_name(function), body.decode("utf-8", "replace"),
+                           visibility_timeout=queue_delay(delay))
     key = f"{function.name}: {error}"
     with _log_lock:
         due = time.monotonic() - _last_logged.get(key, -delay) >= delay
@@ -115,7 +123,3 @@ def _queue_name(function: QueueFunction) -> str:
     """The trigger's queue, from its setting as the binding reads it (%STATUS_QUEUE_NAME%), or the default."""
     return os.environ.get(QUEUE_NAMES[function.queue], "").strip() or default_of(StorageNames, function.queue)
 
-
-def _clients() -> StorageClients:
-    """Storage alone: enough to send a message back or to poison, whatever else is wrong."""
-    return storage_clients()

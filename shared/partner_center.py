@@ -99,35 +99,33 @@ class PartnerCenterClient:
             "X-Locale": settings.locale,
         }
         self.request_count += 1
-        outcome = self._request(url, headers, deadline)
-        if isinstance(outcome, Answer):
-            PARTNER_CENTER_ANSWERS.add(1, {"class": answer_class(outcome.status_code)})
-        else:
-            failure = "too_large" if isinstance(outcome, TooLarge) else (
-                "timeout" if outcome.reason.startswith(("timeout", "no complete answer")) else "network")
-            PARTNER_CENTER_ANSWERS.add(1, {"class": answer_class(None, failure)})
+        outcome, answer_class = self._request(url, headers, deadline, correlation_id)
+        PARTNER_CENTER_ANSWERS.add(1, {"class": answer_class})
         return outcome
 
-    def _request(self, url: str, headers: dict[str, str], deadline: float) -> Answer | Transient | TooLarge:
+    def _request(self, url: str, headers: dict[str, str], deadline: float,
+                 correlation_id: str) -> tuple[Answer | Transient | TooLarge, str]:
+        """The answer, or why there is none, with its class for PARTNER_CENTER_ANSWERS."""
         settings = self._settings
-        correlation_id = headers["MS-CorrelationId"]
         try:
-            return request_within(self._session, "GET", url, deadline=deadline, headers=headers,
-                                  max_bytes=settings.max_response_bytes,
-                                  max_decoded_bytes=settings.max_decompressed_bytes, allow_redirects=False,
-                                  timeout=(settings.connect_timeout, settings.read_timeout))
+            answer = request_within(self._session, "GET", url, deadline=deadline, headers=headers,
+                                    max_bytes=settings.max_response_bytes,
+                                    max_decoded_bytes=settings.max_decompressed_bytes, allow_redirects=False,
+                                    timeout=(settings.connect_timeout, settings.read_timeout))
+            return answer, answer_class(answer.status_code)
         except ResponseTooLarge as exc:
             log.warning("Partner Center's answer was too large: %s [correlationId=%s]", exc, correlation_id)
-            return TooLarge(f"answer too large: {exc}")
+            return TooLarge(f"answer too large: {exc}"), answer_class(None, "too_large")
         except DeadlineExceeded:
             return Transient(f"no complete answer within PARTNER_CENTER_CALL_DEADLINE_SECONDS "
-                             f"({deadline:g} s)", retry_now=False)
+                             f"({deadline:g} s)", retry_now=False), answer_class(None, "timeout")
         except requests.Timeout:
-            return Transient("timeout")
+            return Transient("timeout"), answer_class(None, "timeout")
         except requests.ConnectionError as exc:
-            return Transient(f"connection error: {type(exc).__name__}")
+            return Transient(f"connection error: {type(exc).__name__}"), answer_class(None, "network")
         except requests.RequestException as exc:
-            return Transient(f"request failed: {type(exc).__name__}: {str(exc)[:200]}")
+            return (Transient(f"request failed: {type(exc).__name__}: {str(exc)[:200]}"),
+                    answer_class(None, "network"))
 
     def _classify(self, answer: Answer, batch_tracking_id: str, correlation_id: str) -> PollResult:
         code = answer.status_code
