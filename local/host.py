@@ -24,6 +24,9 @@ What it does as the Functions host does (extensions.queues in host.json, functio
   maxDequeueCount, as on Azure; the host itself keeps running;
 - an invocation that runs past host.json's functionTimeout fails, and its worker is restarted;
 - on SIGINT/SIGTERM stops receiving, lets running functions finish, releases what has not started.
+
+--instances N runs N such hosts as separate processes on the same queues (local/fleet.py), as Azure runs the
+app on N instances when it scales out.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from local.fleet import supervise
 from local.functions import (
     Entry,
     FunctionLoadError,
@@ -487,8 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--in-process", action="store_true",
                         help="run the functions in the host's process instead of a worker process (for a debugger)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="run N hosts on the same queues, as Azure scales out to N instances")
     args = parser.parse_args(argv)
     configure_logging()
+    if args.instances > 1:
+        host_args = _strip_instances(sys.argv[1:] if argv is None else argv)
+        return supervise(args.instances, host_args, os.environ, Path.cwd())
     host = LocalHost(args.app_root, max_polling_interval=args.max_polling_interval, functions=args.functions,
                      lease_seconds=args.lease_seconds, worker_process=not args.in_process)
     stop = threading.Event()
@@ -508,6 +517,20 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     host.stop()
     return 0
+
+
+def _strip_instances(argv: list[str]) -> list[str]:
+    """The command line without --instances, for each instance's own host."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--instances":
+            skip = True
+        elif not arg.startswith("--instances="):
+            kept.append(arg)
+    return kept
 
 
 if __name__ == "__main__":

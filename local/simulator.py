@@ -294,16 +294,14 @@ class Handler(BaseHTTPRequestHandler):
         if not match:
             self._send_json(404, {"code": "404", "description": "Not found", "source": "simulator"})
             return
-        self.sim.record(
-            {
-                "method": "GET",
-                "path": path,
-                "time": time.time(),
-                "headers": {
-                    key: self.headers.get(key) for key in ("MS-RequestId", "MS-CorrelationId", "X-Locale", "Accept")
-                },
-            }
-        )
+        entry = {
+            "method": "GET",
+            "path": path,
+            "time": time.time(),
+            "headers": {key: self.headers.get(key)
+                        for key in ("MS-RequestId", "MS-CorrelationId", "X-Locale", "Accept")},
+        }
+        self.sim.record(entry)
         if not self._authorized():
             return
         customer_id, tracking_id = match[1].lower(), match[2].lower()
@@ -316,6 +314,8 @@ class Handler(BaseHTTPRequestHandler):
         wait = self.sim.throttle(customer_id, time.time())
         if wait is not None:
             retry_after = str(max(1, math.ceil(wait)))
+            with self.sim.lock:
+                entry.update(status=429, retryAfter=int(retry_after))
             self._send_json(429, {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} "
                                                                 f"seconds."}, {"Retry-After": retry_after})
             return

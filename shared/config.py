@@ -85,6 +85,8 @@ class PollingSettings(StorageNames):
     partner_center: PartnerCenterSettings
     policy: PollingPolicy
     chain_stale_grace: float = 900.0
+    fleet_throttle: bool = True  # a 429 holds every poll of the partner in every instance (shared/throttle.py)
+    max_calls_per_minute: int = 0  # the fleet's Partner Center call budget; 0: none
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status_queue={self.status_queue!r}, partner_center={self.partner_center!r})"
@@ -128,7 +130,11 @@ POLICY_NUMBERS = {
     "not_found_grace": Number("NOT_FOUND_GRACE_SECONDS", 0, MAX_DEADLINE_SECONDS),
     "backoff_factor": Number("POLL_BACKOFF_FACTOR", 0, 10),
 }
-POLLING_NUMBERS = {"chain_stale_grace": Number("CHAIN_STALE_GRACE_SECONDS", 1, MAX_DELAY_SECONDS)}
+POLLING_NUMBERS = {
+    "chain_stale_grace": Number("CHAIN_STALE_GRACE_SECONDS", 1, MAX_DELAY_SECONDS),
+    "max_calls_per_minute": Number("PARTNER_CENTER_MAX_CALLS_PER_MINUTE", 0, 1_000_000),
+}
+POLLING_FLAGS = {"fleet_throttle": "PARTNER_CENTER_FLEET_THROTTLE"}
 ALERT_NUMBERS = {
     "alert_max_attempts": Number("ALERT_MAX_ATTEMPTS", 1, 100),
     "alert_retry_initial_delay": Number("ALERT_RETRY_INITIAL_DELAY_SECONDS", 1, 3600),
@@ -176,7 +182,8 @@ def load_polling_settings(env: Mapping[str, str]) -> PollingSettings:
     if policy.max_delay < policy.initial_delay:
         raise ConfigError("POLL_MAX_DELAY_SECONDS must not be smaller than POLL_INITIAL_DELAY_SECONDS")
     return PollingSettings(**vars(load_storage_names(env, POLLING_NAMES)), partner_center=_partner_center(reader),
-                           policy=policy, **reader.numbers(PollingSettings, POLLING_NUMBERS))
+                           policy=policy, **reader.numbers(PollingSettings, POLLING_NUMBERS),
+                           **reader.flags(PollingSettings, POLLING_FLAGS))
 
 
 def load_alert_settings(env: Mapping[str, str]) -> AlertSettings:
@@ -359,6 +366,19 @@ class _Reader:
             default = default_of(owner, name)
             value = self.seconds(number.setting, default, number.minimum, number.maximum)
             values[name] = int(value) if isinstance(default, int) else value
+        return values
+
+    def flags(self, owner: type, flags: Mapping[str, str]) -> dict[str, Any]:
+        """Each field's value from its true/false setting, or the field's default."""
+        values: dict[str, Any] = {}
+        for name, setting in flags.items():
+            raw = self.optional(setting)
+            if raw is None:
+                values[name] = bool(default_of(owner, name))
+            elif raw.lower() in ("true", "1", "yes", "false", "0", "no"):
+                values[name] = raw.lower() in ("true", "1", "yes")
+            else:
+                raise ConfigError(f"{setting} must be true or false, got {raw!r}")
         return values
 
     def queue(self, name: str, default: str) -> str:

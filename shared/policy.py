@@ -47,6 +47,7 @@ class Throttled:
     # True: this poll did not call; another poll of the partner was told to back off (shared/throttle.py). Not
     # this batch's fault, so it does not count as an error.
     shared: bool = field(default=False, compare=False)
+    why: str = field(default="the partner is throttled", compare=False)  # why a shared wait waits
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def decide(
         return _requeue(scheduled, "404: batch not visible yet", 0, 0, elapsed, policy, rng)
     if isinstance(result, Throttled) and result.shared:
         wait = result.retry_after or 0.0
-        return _requeue(max(scheduled, wait), f"the partner is throttled for {wait:.0f} s", errors, auth_failures,
+        return _requeue(max(scheduled, wait), f"{result.why}: waiting {wait:.0f} s", errors, auth_failures,
                         elapsed, policy, rng, floor=wait)
     failures = errors + 1
     delay = max(scheduled, error_backoff(failures, policy))

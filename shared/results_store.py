@@ -23,6 +23,8 @@ log = context_logger("batchwatch.results_store")
 
 TRACKING_INDEX_PARTITION = "~tracking"  # batch table rows that map a tracking id to its customer
 THROTTLE_PARTITION = "~throttle"  # batch table rows that say until when Partner Center must not be called
+BUDGET_ROW = "budget"  # the ~throttle row counting the calls granted in the current minute
+BUDGET_CLAIM_ATTEMPTS = 5  # etag conflicts one claim may meet (other processes claiming) before it gets nothing
 HISTORY_WRITE_THREADS = 8
 _RESERVED = frozenset({"PartitionKey", "RowKey", "Timestamp", "customerId", "batchTrackingId", "failed", "recordedAt"})
 
@@ -80,26 +82,14 @@ class ResultsStore:
 
     # --- the fleet's throttle state (shared/throttle.py) ------------------------------------------
     def get_throttle(self, scope: str) -> datetime | None:
-        def read(client: Any) -> datetime | None:
-            try:
-                entity = client.get_entity(THROTTLE_PARTITION, scope)
-            except ResourceNotFoundError:
-                return None
-            until = entity.get("throttledUntil")
-            return until if isinstance(until, datetime) else None
-
-        return self._clients.with_table(self._batch_table, read)
+        entity = self._clients.with_table(self._batch_table, partial(_get_row, key=(THROTTLE_PARTITION, scope)))
+        until = entity.get("throttledUntil") if entity is not None else None
+        return until if isinstance(until, datetime) else None
 
     def extend_throttle(self, scope: str, until: datetime) -> None:
         """Write until unless a later time is there; a concurrent writer wins only with a later time."""
         for _ in range(3):
-            def read(client: Any) -> Any:
-                try:
-                    return client.get_entity(THROTTLE_PARTITION, scope)
-                except ResourceNotFoundError:
-                    return None
-
-            current = self._clients.with_table(self._batch_table, read)
+            current = self._clients.with_table(self._batch_table, partial(_get_row, key=(THROTTLE_PARTITION, scope)))
             stored = current.get("throttledUntil") if current is not None else None
             if isinstance(stored, datetime) and stored >= until:
                 return
@@ -111,6 +101,26 @@ class ResultsStore:
                 return
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another process wrote meanwhile: look again
+
+    def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
+        """Take up to wanted calls of the window's budget from the ~throttle/budget row, under its etag."""
+        for _ in range(BUDGET_CLAIM_ATTEMPTS):
+            current = self._clients.with_table(self._batch_table, partial(_get_row, key=(THROTTLE_PARTITION,
+                                                                                          BUDGET_ROW)))
+            used = int(current.get("calls") or 0) if current is not None and current.get("window") == window else 0
+            granted = min(wanted, budget - used)
+            if granted <= 0:
+                return 0
+            entity = {"PartitionKey": THROTTLE_PARTITION, "RowKey": BUDGET_ROW, "window": window,
+                      "calls": used + granted}
+            write = (partial(_create_row, entity=entity) if current is None
+                     else partial(_replace_row_if_unchanged, entity=entity, etag=current.metadata["etag"]))
+            try:
+                self._clients.with_table(self._batch_table, write)
+                return granted
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another process claimed meanwhile: look again
+        return 0
 
     # --- device rows and history ---------------------------------------------------------------
     def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
@@ -198,6 +208,13 @@ def _bounded_map(work: Callable[[dict[str, Any]], None], items: Iterable[dict[st
 
 def _submit(client: Any, operations: list[Any]) -> None:
     client.submit_transaction(operations)
+
+
+def _get_row(client: Any, key: tuple[str, str]) -> Any:
+    try:
+        return client.get_entity(*key)
+    except ResourceNotFoundError:
+        return None
 
 
 def _create_row(client: Any, entity: dict[str, Any]) -> Any:

@@ -9,6 +9,7 @@ one retry budget per message.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -39,7 +40,7 @@ from .ports import PartnerCenter, Queues, ResultsStorage
 from .results_store import RowChangedError
 from .storage import queue_delay
 from .telemetry import BATCHES_FINALIZED, COMPLETION_LAG, DEVICES_FAILED, POLLS
-from .throttle import ThrottleGate, resume_spread
+from .throttle import CallBudget, ThrottleGate, budget_spread, resume_spread
 
 ROW_CONFLICT_BUDGET = 3  # etag conflicts one message may meet before it gives up (and the host retries it)
 
@@ -74,11 +75,14 @@ class StatusCheck:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     rng: random.Random = field(default_factory=random.Random)
     new_token: Callable[[], str] = lambda: uuid.uuid4().hex
-    throttle: ThrottleGate | None = None  # the fleet's 429 state; built on the store when not given
+    monotonic: Callable[[], float] = time.monotonic  # how often the fleet's throttle row is read again
+    throttle: ThrottleGate = field(init=False)  # the fleet's 429 state
+    budget: CallBudget | None = field(init=False)  # the fleet's calls per minute, when there is a budget
 
     def __post_init__(self) -> None:
-        if self.throttle is None:
-            self.throttle = ThrottleGate(self.store)
+        self.throttle = ThrottleGate(self.store, self.monotonic, shared=self.settings.fleet_throttle)
+        self.budget = (CallBudget(self.store, self.settings.max_calls_per_minute)
+                       if self.settings.max_calls_per_minute else None)
 
     def handle(self, body: bytes, message_id: str = "", dequeue_count: int = 1) -> None:
         try:
@@ -125,13 +129,18 @@ class StatusCheck:
     def _poll(self, request: StatusRequest, now: datetime, log: ContextLogger) -> tuple[PollResult, datetime]:
         """Call Partner Center, unless the partner is throttled: then wait with the fleet (and a 429 tells it). A
         batch at its deadline makes its last call anyway: its outcome depends on the answer."""
-        assert self.throttle is not None and request.state is not None
+        assert request.state is not None
         at_deadline = (now - request.state.first_seen_at).total_seconds() >= self.settings.policy.deadline
         wait = 0.0 if at_deadline else self.throttle.wait(now)
         if wait > 0:
             wait += self.rng.uniform(0, resume_spread(wait))
             log.info("Partner Center is throttling the partner; waiting %.0f s with the rest of the fleet", wait)
             return Throttled(wait, shared=True), now
+        wait = 0.0 if at_deadline or self.budget is None else self.budget.take(now)
+        if wait > 0:
+            wait += self.rng.uniform(0, budget_spread())
+            log.info("this minute's Partner Center call budget is spent; waiting %.0f s", wait)
+            return Throttled(wait, shared=True, why="the minute's call budget is spent"), now
         result = self.partner_center.get_batch_status(request.customer_id, request.batch_tracking_id,
                                                       request.correlation_id or "")
         POLLS.add(1)

@@ -4,7 +4,12 @@ the partner, in every process, waits until the Retry-After has passed, without c
 The shared state is one small row in the batch table (PartitionKey ~throttle, RowKey partner) holding when the
 partner may call again. Each process reads it at most every REFRESH_SECONDS and otherwise uses what it read, so a
 poll in the normal case costs no storage request; a 429 another process got reaches this one within that time.
-Partner Center throttles per partner (and for some APIs per partner + customer); the partner scope is the safe one.
+Partner Center throttles per partner (and for some APIs per partner + customer) and its 429 does not say which;
+the partner scope is the safe one, so every 429 holds the whole partner.
+
+An optional call budget (PARTNER_CENTER_MAX_CALLS_PER_MINUTE) is shared the same way: one row (RowKey budget)
+counts the calls granted in the current UTC minute. A process claims calls in blocks, with an etag-checked write,
+and spends them without a storage request; when the minute's budget is spent, polls wait for the next minute.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Protocol
 from .log import context_logger
 
 PARTNER_SCOPE = "partner"
+BUDGET_WINDOW_SECONDS = 60.0
+BLOCKS_PER_WINDOW = 20  # a process claims a twentieth of the minute's budget at a time (at least one call)
 REFRESH_SECONDS = 5.0
 DEFAULT_BACKOFF_SECONDS = 30.0  # a 429 without a usable Retry-After
 RESUME_SPREAD_SECONDS = 30.0  # polls resume spread over up to this long (a fifth of the wait at most)
@@ -37,17 +44,28 @@ class ThrottleStore(Protocol):
         """Record until, unless a later time is recorded already."""
         ...
 
+    def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
+        """Take up to wanted of the window's budget; how many were granted (0: the window's budget is spent)."""
+        ...
+
 
 class ThrottleGate:
-    def __init__(self, store: ThrottleStore, monotonic: Callable[[], float] = time.monotonic) -> None:
+    """The fleet's 429 state as this process knows it. Not shared (PARTNER_CENTER_FLEET_THROTTLE=false): every
+    poll handles its own 429 and the others keep calling."""
+
+    def __init__(self, store: ThrottleStore, monotonic: Callable[[], float] = time.monotonic,
+                 shared: bool = True) -> None:
         self._store = store
         self._monotonic = monotonic
+        self.shared = shared
         self._until: datetime | None = None
         self._read_at = -float("inf")
         self._lock = threading.Lock()
 
     def wait(self, now: datetime) -> float:
         """Seconds this process must still wait before calling Partner Center (0: go ahead)."""
+        if not self.shared:
+            return 0.0
         with self._lock:
             if self._monotonic() - self._read_at >= REFRESH_SECONDS:
                 self._read_at = self._monotonic()
@@ -63,6 +81,8 @@ class ThrottleGate:
 
     def record(self, now: datetime, retry_after: float | None) -> None:
         """A 429: nobody in the fleet calls again before now + Retry-After."""
+        if not self.shared:
+            return
         until = now + timedelta(seconds=retry_after if retry_after and retry_after > 0 else DEFAULT_BACKOFF_SECONDS)
         with self._lock:
             if self._until is not None and self._until >= until:
@@ -77,3 +97,49 @@ class ThrottleGate:
 def resume_spread(wait: float) -> float:
     """The most a waiting poll adds to the wait, at random, so that the fleet does not come back in a burst."""
     return min(RESUME_SPREAD_SECONDS, wait / 5)
+
+
+class CallBudget:
+    """At most calls_per_minute Partner Center calls per UTC minute across the fleet (see the module's docstring).
+
+    Exact per minute, given clocks in step: the row never grants more than the budget. Calls a process claimed and
+    did not spend before the minute ended are lost to that minute, so the fleet may make fewer; and a burst at the
+    end of one minute and the start of the next can put up to twice the budget into 60 s that straddle the two.
+    A storage failure grants the call: the budget must never stop polling.
+    """
+
+    def __init__(self, store: ThrottleStore, calls_per_minute: int) -> None:
+        self._store = store
+        self.calls_per_minute = calls_per_minute
+        self._block = max(1, calls_per_minute // BLOCKS_PER_WINDOW)
+        self._window: datetime | None = None
+        self._left = 0
+        self._spent = False
+        self._lock = threading.Lock()
+
+    def take(self, now: datetime) -> float:
+        """Spend one call now (0), or the seconds until the next minute, when the budget is spent."""
+        window = now.replace(second=0, microsecond=0)
+        with self._lock:
+            if window != self._window:
+                self._window, self._left, self._spent = window, 0, False
+            if self._left == 0 and not self._spent:
+                self._left = self._claim(window)
+                self._spent = self._left == 0
+            if self._left > 0:
+                self._left -= 1
+                return 0.0
+        return max(0.001, (window + timedelta(seconds=BUDGET_WINDOW_SECONDS) - now).total_seconds())
+
+    def _claim(self, window: datetime) -> int:
+        try:
+            return self._store.claim_calls(window, self._block, self.calls_per_minute)
+        except Exception as exc:
+            log.warning("could not claim from the fleet's call budget, calling anyway: %s: %s",
+                        type(exc).__name__, exc)
+            return 1
+
+
+def budget_spread() -> float:
+    """The most a poll that waits for the next minute's budget adds, at random: the whole minute."""
+    return BUDGET_WINDOW_SECONDS

@@ -163,6 +163,7 @@ class FakeResultsStore:
         self.history: dict[tuple[str, str], dict[str, Any]] = {}
         self.finals: dict[tuple[str, str], list[str]] = {}  # every write that turned a row final, by outcome
         self.throttles: dict[str, datetime] = {}
+        self.budget_calls: dict[datetime, int] = {}  # minute -> calls granted in it
         self._etag = _Etags()
 
     def get_batch(self, customer_id: str, tracking_id: str) -> BatchRow | None:
@@ -211,6 +212,12 @@ class FakeResultsStore:
     def extend_throttle(self, scope: str, until: datetime) -> None:
         if scope not in self.throttles or self.throttles[scope] < until:
             self.throttles[scope] = until
+
+    def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
+        used = self.budget_calls.get(window, 0)
+        granted = max(0, min(wanted, budget - used))
+        self.budget_calls[window] = used + granted
+        return granted
 
     def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
         self.faults.check("before:devices")

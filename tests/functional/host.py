@@ -112,7 +112,7 @@ class App:
         config = load_settings({**SETTINGS, **settings})
         tokens = (f"{n:032x}" for n in range(1, 10**9))
         status_check = StatusCheck(config, queues, store, partner_center, clock=clock, rng=random.Random(seed),
-                                   new_token=lambda: next(tokens))
+                                   new_token=lambda: next(tokens), monotonic=lambda: clock().timestamp())
         notifier = FailureNotifier(config, queues, alert_log, webhook, clock=clock)
         host = FunctionsHost(queues, {config.status_queue: status_check.handle, config.failure_queue:
                                       lambda body, message_id, _: notifier.handle(body, message_id)})

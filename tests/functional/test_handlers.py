@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -133,12 +134,11 @@ def test_messages_batchwatch_sends_never_expire_even_when_the_clock_jumps_a_mont
 def test_a_429_for_one_batch_holds_every_process_s_polls_until_retry_after() -> None:
     """Two processes (two apps) on one storage account: after one is told to back off, neither calls."""
     from shared.status_check import StatusCheck
-    from shared.throttle import ThrottleGate
     from tests.functional.scripts import FAULTS
 
     app = App.build()
     other = StatusCheck(app.status_check.settings, app.queues, app.store, app.partner_center, clock=app.clock,
-                        throttle=ThrottleGate(app.store, lambda: app.clock().timestamp()))
+                        monotonic=lambda: app.clock().timestamp())
     throttled = _batch(app, finishes(app.clock(), timedelta(minutes=5), devices(["A"]), faults=["429"]))
     app.host.deliver(STATUS_QUEUE)  # process one: the 429 (Retry-After 45 s)
     assert len(app.partner_center.calls[throttled]) == 1 and FAULTS["429"].retry_after == 45.0
@@ -153,3 +153,26 @@ def test_a_429_for_one_batch_holds_every_process_s_polls_until_retry_after() -> 
     first_call = app.partner_center.calls[waiting][0]
     assert first_call >= app.partner_center.calls[throttled][0] + timedelta(seconds=45)
     assert app.store.rows[(CUSTOMER, waiting)]["outcome"] == "completed"
+
+
+def test_with_a_call_budget_the_fleet_never_calls_more_in_a_minute_and_every_batch_completes() -> None:
+    app = App.build(PARTNER_CENTER_MAX_CALLS_PER_MINUTE="3")
+    batches = [_batch(app, finishes(app.clock(), timedelta(minutes=2), devices([f"D{i}"]))) for i in range(8)]
+    app.run_until_idle()
+    calls = [call for tracking in batches for call in app.partner_center.calls[tracking]]
+    per_minute = Counter(call.replace(second=0, microsecond=0) for call in calls)
+    assert max(per_minute.values()) <= 3 and len(per_minute) >= len(calls) / 3
+    assert all(app.store.rows[(CUSTOMER, tracking)]["outcome"] == "completed" for tracking in batches)
+
+
+def test_without_fleet_throttling_a_429_holds_only_its_own_batch() -> None:
+    app = App.build(PARTNER_CENTER_FLEET_THROTTLE="false")
+    throttled = _batch(app, finishes(app.clock(), timedelta(minutes=5), devices(["A"]), faults=["429"]))
+    app.host.deliver(STATUS_QUEUE)  # the 429 (Retry-After 45 s)
+    app.clock.now += timedelta(seconds=10)
+    other = _batch(app, finishes(app.clock(), timedelta(minutes=5), devices(["B"])))
+    app.host.deliver(STATUS_QUEUE)
+    assert len(app.partner_center.calls[other]) == 1  # it called while the partner was throttled
+    assert app.store.throttles == {}
+    app.run_until_idle()
+    assert app.store.rows[(CUSTOMER, throttled)]["outcome"] == "completed"

@@ -110,3 +110,10 @@ def test_each_function_checks_only_its_own_queue_and_table_names() -> None:
     for env in (bad_alert_table, bad_batch_table):  # the tools that read everything still refuse both
         with pytest.raises(ConfigError):
             load_settings(env)
+
+
+def test_fleet_throttling_is_on_unless_set_false_and_anything_else_is_named() -> None:
+    assert load_settings(BASE).fleet_throttle is True
+    assert load_settings({**BASE, "PARTNER_CENTER_FLEET_THROTTLE": "False"}).fleet_throttle is False
+    with pytest.raises(ConfigError, match="PARTNER_CENTER_FLEET_THROTTLE must be true or false"):
+        load_settings({**BASE, "PARTNER_CENTER_FLEET_THROTTLE": "sometimes"})

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.policy import PollingPolicy, Requeue, Throttled, decide
-from shared.throttle import LONGEST_WAIT_SECONDS, PARTNER_SCOPE, REFRESH_SECONDS, ThrottleGate
+from shared.throttle import LONGEST_WAIT_SECONDS, PARTNER_SCOPE, REFRESH_SECONDS, CallBudget, ThrottleGate
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -19,6 +19,7 @@ class Store:
         self.rows: dict[str, datetime] = {}
         self.reads = 0
         self.broken = False
+        self.claimed: dict[datetime, int] = {}
 
     def get_throttle(self, scope: str) -> datetime | None:
         self.reads += 1
@@ -29,6 +30,14 @@ class Store:
     def extend_throttle(self, scope: str, until: datetime) -> None:
         if scope not in self.rows or self.rows[scope] < until:
             self.rows[scope] = until
+
+    def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
+        self.reads += 1
+        if self.broken:
+            raise OSError("storage is down")
+        granted = max(0, min(wanted, budget - self.claimed.get(window, 0)))
+        self.claimed[window] = self.claimed.get(window, 0) + granted
+        return granted
 
 
 class Clock:
@@ -93,3 +102,44 @@ def test_waiting_with_the_fleet_is_not_an_error_of_the_batch() -> None:
     own = decide(Throttled(200.0), 600.0, errors=2, auth_failures=0, policy=policy, rng=random.Random(1))
     assert isinstance(shared, Requeue) and shared.errors == 2 and shared.delay >= 200.0
     assert isinstance(own, Requeue) and own.errors == 3
+
+
+def test_not_shared_the_gate_neither_holds_nor_tells_the_fleet() -> None:
+    store = Store()
+    gate = ThrottleGate(store, Clock(), shared=False)
+    store.rows[PARTNER_SCOPE] = NOW + timedelta(seconds=60)
+    gate.record(NOW, 120.0)
+    assert gate.wait(NOW) == 0.0 and store.reads == 0
+    assert store.rows[PARTNER_SCOPE] == NOW + timedelta(seconds=60)
+
+
+def test_the_fleet_never_makes_more_calls_in_a_minute_than_the_budget() -> None:
+    store = Store()
+    processes = [CallBudget(store, 60) for _ in range(3)]
+    granted = sum(1 for second in range(60) for process in processes
+                  if process.take(NOW + timedelta(seconds=second)) == 0.0)
+    assert granted == 60 and sum(store.claimed.values()) == 60
+    wait = processes[0].take(NOW + timedelta(seconds=59, milliseconds=500))
+    assert wait == pytest.approx(0.5)
+    assert processes[1].take(NOW + timedelta(minutes=1)) == 0.0  # a new minute, a new budget
+
+
+def test_calls_are_claimed_in_blocks_so_most_polls_cost_no_storage_request() -> None:
+    store = Store()
+    budget = CallBudget(store, 600)  # blocks of 30
+    assert all(budget.take(NOW + timedelta(seconds=i)) == 0.0 for i in range(30))
+    assert store.reads == 1
+    budget.take(NOW + timedelta(seconds=31))
+    assert store.reads == 2
+
+
+def test_once_the_minute_is_spent_a_process_stops_asking_until_the_next(caplog: pytest.LogCaptureFixture) -> None:
+    store = Store()
+    store.claimed[NOW] = 10
+    budget = CallBudget(store, 10)
+    assert budget.take(NOW) == 60.0 and budget.take(NOW + timedelta(seconds=30)) == 30.0
+    assert store.reads == 1
+    store.broken = True  # a storage failure grants the call: the budget never stops polling
+    with caplog.at_level(logging.WARNING):
+        assert budget.take(NOW + timedelta(minutes=1)) == 0.0
+    assert "calling anyway" in caplog.text
