@@ -2,9 +2,10 @@
 
     python -m local.chaos [--batches 200] [--large 5] [--large-devices 2000] [--kills 4] [--rate-429 0.05] ...
 
-Runs Azurite (persistent workspace), the simulator with fault rates, the webhook receiver and the local host.
-It uploads the batches, submits every tracking id twice and adds hostile messages. While batches are polled
-it kills the host with SIGKILL several times and restarts it, and stops and restarts Azurite once. At the
+Runs Azurite (persistent workspace), the simulator with fault rates, the webhook receiver and three local host
+instances on the same queues (--instances). It uploads the batches, submits every tracking id twice and adds
+hostile messages. While batches are polled it kills one instance at a time with SIGKILL several times and starts
+it again, and stops and restarts Azurite once. At the
 end it reads Table Storage, the queues and the receiver (not the app's own view) and checks:
 - every batch has a final row with the right outcome, and every device row exactly once;
 - every failed device is in an alert (duplicated alertIds are counted: the crash window);
@@ -32,6 +33,7 @@ from typing import Any
 import requests
 
 from local.azurite import PROJECT_ROOT, free_port, start_azurite
+from local.fleet import Fleet
 from local.serving import wait_until_answering
 from local.stack import APP_SETTING_PREFIXES, simulator_app_settings, tracking_id, upload_batch
 
@@ -54,6 +56,7 @@ class Figures:
     devices: int = 0
     failed_devices: int = 0
     faults_injected: dict[str, int] = field(default_factory=dict)
+    instances: int = 0
     kills: int = 0
     azurite_restarts: int = 0
     duplicate_submissions: int = 0
@@ -111,20 +114,22 @@ class Stack:
         self._spawn("receiver", [sys.executable, "-m", "local.webhook_receiver", "--port", _port(self.receiver_url)])
         wait_until_answering(self.simulator_url + "/_sim/batches")
         wait_until_answering(self.receiver_url + "/_receiver/alerts")
-        self.start_host()
+        self.start_hosts()
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 (lives with the process)
         self.processes[name] = subprocess.Popen(command, cwd=PROJECT_ROOT, env=self.env, stdout=log,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def start_host(self) -> None:
-        self._spawn("host", [sys.executable, "-m", "local.host", "--max-polling-interval", "0.5",
-                             "--lease-seconds", "20"])
+    def start_hosts(self) -> None:
+        self.fleet = Fleet(self.args.instances, ["--max-polling-interval", "0.5", "--lease-seconds", "20"], self.env,
+                           PROJECT_ROOT, log_dir=self.workdir)
+        self.fleet.start()
 
-    def kill_host(self) -> None:
-        self.processes["host"].send_signal(signal.SIGKILL)
-        self.processes["host"].wait()
+    def kill_host(self, index: int) -> None:
+        """SIGKILL one instance and start it again, as the platform replaces a failed instance."""
+        self.fleet.kill(index)
+        self.fleet.restart_dead()
 
     def restart_azurite(self) -> None:
         ports = (self.azurite.queue_port, self.azurite.table_port)
@@ -133,6 +138,7 @@ class Stack:
         self.azurite = start_azurite(workspace=self.workdir / "azurite", log_dir=self.workdir, ports=ports)
 
     def stop(self) -> None:
+        self.fleet.stop()
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -145,7 +151,7 @@ class Stack:
 
 
 def run(args: argparse.Namespace) -> Figures:
-    figures = Figures()
+    figures = Figures(instances=args.instances)
     started = time.monotonic()
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="batchwatch-chaos-"))
@@ -196,13 +202,13 @@ def _chaos_until_final(stack: Stack, args: argparse.Namespace, rng: random.Rando
     final = 0
     while time.monotonic() < deadline:
         if figures.kills < args.kills and time.monotonic() >= next_kill:
-            stack.kill_host()
-            figures.kills += 1
-            if figures.kills == 1 and args.restart_azurite:
+            instance = rng.randrange(args.instances)
+            if figures.kills == 0 and args.restart_azurite:
                 stack.restart_azurite()
                 figures.azurite_restarts += 1
-            stack.start_host()
-            print(f"  killed the host with SIGKILL ({figures.kills} of {args.kills})"
+            stack.kill_host(instance)
+            figures.kills += 1
+            print(f"  killed host instance {instance} with SIGKILL ({figures.kills} of {args.kills})"
                   + (" and restarted Azurite" if figures.kills == 1 and args.restart_azurite else ""), flush=True)
             next_kill = time.monotonic() + rng.uniform(10, 25)
         try:
@@ -318,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=200, help="small batches (1-20 devices)")
     parser.add_argument("--large", type=int, default=5, help="large batches")
     parser.add_argument("--large-devices", type=int, default=2000)
-    parser.add_argument("--kills", type=int, default=4, help="SIGKILLs of the host during the run")
+    parser.add_argument("--kills", type=int, default=4, help="SIGKILLs of a host instance during the run")
+    parser.add_argument("--instances", type=int, default=3, help="host instances on the same queues")
     parser.add_argument("--no-azurite-restart", dest="restart_azurite", action="store_false")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds before giving up on the batches")
     parser.add_argument("--seed", type=int, default=1)

@@ -22,4 +22,5 @@ def test_nothing_is_lost_under_faults_kills_a_storage_restart_and_duplicates() -
     figures = dict(line.split(None, 1) for line in result.stdout.splitlines()
                    if line.startswith("  ") and len(line.split(None, 1)) == 2)
     assert figures["kills"] == "2" and figures["azurite_restarts"] == "1" and figures["lost"] == "0"
+    assert figures["instances"] == "3"
     assert figures["batches"] == "21" and int(figures["failed_devices"]) > 0

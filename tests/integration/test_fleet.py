@@ -4,6 +4,9 @@ its own worker), sharing only Azurite and the simulator."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -98,3 +101,24 @@ def test_a_429_one_instance_gets_holds_the_new_batches_of_every_instance(stack: 
     requests = [r for r in stack.sim_requests() if r["method"] == "GET"]
     share_429 = sum(1 for r in requests if r.get("status") == 429) / len(requests)
     assert share_429 < 0.5, f"{share_429:.0%} of calls were answered 429"
+
+
+def test_the_host_cli_runs_n_instances_and_stops_them_all(stack: Stack, tmp_path: Path) -> None:
+    customer = str(uuid.uuid4())
+    tracking, _ = _upload(stack, customer, 0)
+    output = tmp_path / "fleet.log"
+    with output.open("w") as log:
+        host = subprocess.Popen([sys.executable, "-m", "local.host", "--instances", "2", "--max-polling-interval",
+                                 "0.2"], cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            stack.send({"customerId": customer, "batchTrackingId": tracking})
+            assert stack.wait_final(customer, tracking)["outcome"] == "completed"
+        finally:
+            host.send_signal(signal.SIGTERM)
+            code = host.wait(60)
+    text = output.read_text()
+    assert code == 0
+    for instance in (0, 1):
+        assert f"[instance {instance}] local.host: Host started" in text
+        assert f"[instance {instance}] local.host: Host stopped" in text
