@@ -1,7 +1,7 @@
-"""`make bench`: cost per poll, throughput against the storage ceiling, persistence, memory, start-up,
-and polling efficiency against the peers. Every time is reported as a ratio to a ceiling measured in
-the same run, on a fresh Azurite per figure (Azurite slows as queues grow and stalls at its clean-up).
-One module per figure; this one runs them and prints the results.
+"""`make bench`: cost per poll, throughput against the storage ceiling, persistence, memory, start-up, polling
+efficiency against the peers, the learned schedule, and fleet throttling. Every time is reported as a ratio to
+a ceiling measured in the same run, on a fresh Azurite per figure (Azurite slows as queues grow and stalls at
+its clean-up). One module per figure; this one runs them and prints the results.
 
     python -m bench.run [--quick]
 """
@@ -20,6 +20,8 @@ from typing import Any
 
 from local.azurite import PROJECT_ROOT
 
+from .fleet_throttling import fleet_throttling
+from .fleet_virtual import fleet_virtual
 from .learned_schedule import learned_schedule
 from .persistence import persistence_and_memory
 from .polling_efficiency import deployed_policy, polling_efficiency
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         ("throughput_depth_100", lambda: throughput(100, 3 if quick else 6, 1 if quick else 3)),
         ("throughput_depth_1000", lambda: throughput(100 if quick else 1000, 3 if quick else 6, 1 if quick else 3)),
         ("persistence_and_memory", lambda: persistence_and_memory(500 if quick else 10_000)),
+        ("fleet_virtual", lambda: fleet_virtual(1000 if quick else 10_000, deployed_policy())),
+        ("fleet_throttling", lambda: fleet_throttling(60 if quick else 300)),
     ]
     for name, step in steps:
         print(f"... {name} ({time.monotonic() - started:.0f} s so far)", file=sys.stderr, flush=True)
@@ -124,6 +128,8 @@ def _print(results: dict[str, Any]) -> None:
         + ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in efficiency["goals_met"].items())
     )
     _print_learned(results["learned_schedule"])
+    _print_fleet("9a. fleet throttling on the real stack", results["fleet_throttling"])
+    _print_fleet("9b. fleet throttling in virtual time", results["fleet_virtual"])
 
 
 def _print_learned(learned: dict[str, Any]) -> None:
@@ -138,6 +144,18 @@ def _print_learned(learned: dict[str, Any]) -> None:
                   f"{figure['p95_lag_s']:>7}s")
         print("     goals: " + ", ".join(f"{goal} {'met' if met else 'MISSED'}"
                                          for goal, met in figures["goals_met"].items()))
+
+
+def _print_fleet(title: str, fleet: dict[str, Any]) -> None:
+    print(f"{title}: {fleet['batches']} batches dropped at once, {fleet['instances']} instances, Partner Center "
+          f"limited to {fleet['rate_limit']} per partner:")
+    print(f"   {'coordination':34} {'calls':>7} {'calls/batch':>11} {'429 share':>9} {'median lag':>10} "
+          f"{'p95 lag':>8}")
+    for name, figure in fleet["modes"].items():
+        print(f"   {name:34} {figure['calls']:>7} {figure['calls_per_batch']:>11} {figure['share_429']:>9.2%} "
+              f"{figure['lag_median_s']:>9}s {figure['lag_p95_s']:>7}s")
+    for name, met in fleet["goals_met"].items():
+        print(f"   goals, {name}: " + ", ".join(f"{goal} {'met' if ok else 'MISSED'}" for goal, ok in met.items()))
 
 
 if __name__ == "__main__":

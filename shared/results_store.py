@@ -24,7 +24,9 @@ log = context_logger("batchwatch.results_store")
 TRACKING_INDEX_PARTITION = "~tracking"  # batch table rows that map a tracking id to its customer
 THROTTLE_PARTITION = "~throttle"  # batch table rows that say until when Partner Center must not be called
 BUDGET_ROW = "budget"  # the ~throttle row counting the calls granted in the current minute
-BUDGET_CLAIM_ATTEMPTS = 5  # etag conflicts one claim may meet (other processes claiming) before it gets nothing
+# A conflict means another process took calls meanwhile, so conflicts end when the budget does; this bound is
+# only against a row that keeps changing for another reason.
+BUDGET_CLAIM_ATTEMPTS = 100
 HISTORY_WRITE_THREADS = 8
 _RESERVED = frozenset({"PartitionKey", "RowKey", "Timestamp", "customerId", "batchTrackingId", "failed", "recordedAt"})
 
@@ -120,7 +122,7 @@ class ResultsStore:
                 return granted
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another process claimed meanwhile: look again
-        return 0
+        raise RowChangedError(f"the call budget row changed {BUDGET_CLAIM_ATTEMPTS} times while claiming from it")
 
     # --- device rows and history ---------------------------------------------------------------
     def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:

@@ -27,7 +27,9 @@ BUDGET_WINDOW_SECONDS = 60.0
 BLOCKS_PER_WINDOW = 20  # a process claims a twentieth of the minute's budget at a time (at least one call)
 REFRESH_SECONDS = 5.0
 DEFAULT_BACKOFF_SECONDS = 30.0  # a 429 without a usable Retry-After
-RESUME_SPREAD_SECONDS = 30.0  # polls resume spread over up to this long (a fifth of the wait at most)
+# Polls resume spread over a tenth of the wait (as a poll's own 429 is jittered), and never over more than this:
+# a wider spread only adds lag, since the limit's window has started afresh when the wait ends.
+RESUME_SPREAD_SECONDS = 30.0
 # The longest one wait at the gate: a message looks again after it, so a clock that jumped back, or a
 # Retry-After of hours, never parks the fleet for long at once.
 LONGEST_WAIT_SECONDS = 900.0
@@ -96,7 +98,7 @@ class ThrottleGate:
 
 def resume_spread(wait: float) -> float:
     """The most a waiting poll adds to the wait, at random, so that the fleet does not come back in a burst."""
-    return min(RESUME_SPREAD_SECONDS, wait / 5)
+    return min(RESUME_SPREAD_SECONDS, wait / 10)
 
 
 class CallBudget:

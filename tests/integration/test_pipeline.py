@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import uuid
 
 import pytest
@@ -347,3 +348,29 @@ def test_while_the_fleet_is_throttled_no_instance_calls_partner_center(stack: St
     first = min(request["time"] for request in _gets(stack, tracking))
     assert first >= until.timestamp() - 0.5
     assert stack.rows("BATCH_TABLE_NAME", "PartitionKey eq '~throttle'")[0]["throttledUntil"] == until
+
+
+def test_processes_claiming_the_call_budget_at_once_never_get_more_than_it(stack: Stack) -> None:
+    """The ~throttle/budget row on Azurite, claimed by eight stores at once: conflicts are retried under the
+    etag, and the minute's grants add up to the budget, never more."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from shared.config import load_settings
+    from shared.results_store import ResultsStore
+    from shared.storage import StorageClients
+
+    settings = load_settings(os.environ)
+    stores = [ResultsStore(StorageClients(settings.storage), settings.batch_table, settings.device_table,
+                           settings.history_table) for _ in range(8)]
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def claim(store: ResultsStore) -> int:
+        return sum(store.claim_calls(minute, 3, 100) for _ in range(10))
+
+    with ThreadPoolExecutor(8) as pool:
+        granted = list(pool.map(claim, stores))
+    assert sum(granted) == 100
+    [row] = stack.rows("BATCH_TABLE_NAME", "PartitionKey eq '~throttle' and RowKey eq 'budget'")
+    assert row["calls"] == 100 and row["window"] == minute
+    assert stores[0].claim_calls(minute.replace(minute=(minute.minute + 1) % 60), 3, 100) == 3  # a new minute
