@@ -28,6 +28,7 @@ class BatchRow:
     poll_count: int = 0
     correlation_id: str = ""
     source: str = ""
+    devices_stored: int = 0  # while a final result is written: how many of its devices are stored
 
     @property
     def is_final(self) -> bool:
@@ -63,6 +64,7 @@ class BatchRowChange:
     device_count: int | None = None
     failed_device_count: int | None = None
     in_progress_device_count: int | None = None
+    devices_stored: int | None = None
     first_seen_at: datetime | None = None
     last_polled_at: datetime | None = None
     next_poll_at: datetime | None = None

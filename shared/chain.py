@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .batch_row import BatchRow, BatchRowChange
+from .device_rows import DeviceRow, device_rows
 from .failure_chunks import MAX_REASON_CHARS, BatchContext, FailureChunk, batch_outcome_chunk, failure_chunks
 from .messages import MAX_RESULT_LENGTH, MAX_STATUS_LENGTH, ChainState, StatusRequest
 from .models import ENDED_BADLY, BatchStatus, Outcome, UploadStatus
@@ -88,6 +89,7 @@ class Resume:
 
     request: StatusRequest  # state.etag: the row's etag
     successor: str  # used only when the answer is no longer final
+    stored: int = 0  # devices of the final result already stored (the row's devicesStored)
 
 
 Resolution = Drop | Watch | Advance | Resume
@@ -98,7 +100,8 @@ class FinalPlan:
     outcome: Outcome
     finalized_at: datetime
     mark: RowWrite  # chainToken final:<token>: from here on only this message may finish the batch
-    batch: BatchStatus | None  # the devices to store, when Partner Center listed any
+    batch: BatchStatus | None  # the answer, when Partner Center listed any devices
+    devices: tuple[DeviceRow, ...]  # the devices to store, with their keys
     chunks: tuple[FailureChunk, ...]  # to the failure queue: device failures and the batch alert
     row: BatchRowChange  # the final batch row
     summary: str
@@ -125,7 +128,7 @@ def resolve(request: StatusRequest, row: BatchRow | None, now: datetime, stale_g
     if row.is_final:
         return Drop(f"batch already final ({row.outcome}); nothing to do")
     if state is not None and row.chain_token == FINAL_MARK + state.token:
-        return Resume(replace(request, state=replace(state, etag=row.etag)), new_token)
+        return Resume(replace(request, state=replace(state, etag=row.etag)), new_token, row.devices_stored)
     if state is not None and not state.watch and row.chain_token == state.token:
         return _advance(request, now, policy, new_token, etag=row.etag)
     first_seen = row.first_seen_at or now
@@ -223,12 +226,21 @@ def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, n
                       completed_time=batch.completed_time)
     # nextPollAt: now, so a watchdog waits CHAIN_STALE_GRACE_SECONDS from the start of the write, not from a due
     # time that may be long past (a backlog): the grace is the time a finalisation may take.
-    mark = RowWrite(BatchRowChange(chain_token=FINAL_MARK + state.token, next_poll_at=now), state.etag,
-                    FINAL_MARK + state.token)
+    mark = RowWrite(BatchRowChange(chain_token=FINAL_MARK + state.token, next_poll_at=now, devices_stored=0),
+                    state.etag, FINAL_MARK + state.token)
     summary = (f"final: {decision.outcome.value} ({decision.reason}); {context.device_count} devices, "
                f"{len(failed)} failed, {len(in_progress)} still in progress; {len(chunks)} failure chunks")
     stored = batch if batch and batch.devices else None
-    return FinalPlan(decision.outcome, now, mark, stored, tuple(chunks), row, summary)
+    rows = device_rows(stored, request.batch_tracking_id) if stored else ()
+    return FinalPlan(decision.outcome, now, mark, stored, rows, tuple(chunks), row, summary)
+
+
+def stored_so_far(request: StatusRequest, stored: int, now: datetime) -> RowWrite:
+    """The progress of a final result written in pages: stored devices are in their tables. nextPollAt: now, so
+    that a watchdog leaves a finalisation that makes progress alone."""
+    assert request.state is not None
+    mark = FINAL_MARK + request.state.token
+    return RowWrite(BatchRowChange(devices_stored=stored, next_poll_at=now), request.state.etag, mark)
 
 
 def batch_alert_reason(decision: Finalize, batch: BatchStatus | None) -> str | None:

@@ -85,6 +85,7 @@ class PollingSettings(StorageNames):
     partner_center: PartnerCenterSettings
     policy: PollingPolicy
     chain_stale_grace: float = 900.0
+    finalize_step_seconds: float = 120.0  # how long one invocation writes a final result before it hands on
     fleet_throttle: bool = True  # a 429 holds every poll of the partner in every instance (shared/throttle.py)
     max_calls_per_minute: int = 0  # the fleet's Partner Center call budget; 0: none
 
@@ -133,6 +134,8 @@ POLICY_NUMBERS = {
 POLLING_NUMBERS = {
     "chain_stale_grace": Number("CHAIN_STALE_GRACE_SECONDS", 1, MAX_DELAY_SECONDS),
     "max_calls_per_minute": Number("PARTNER_CENTER_MAX_CALLS_PER_MINUTE", 0, 1_000_000),
+    # A step plus a page of writes and a poll stays well inside functionTimeout (10 minutes).
+    "finalize_step_seconds": Number("FINALIZE_STEP_SECONDS", 1, 300),
 }
 POLLING_FLAGS = {"fleet_throttle": "PARTNER_CENTER_FLEET_THROTTLE"}
 ALERT_NUMBERS = {

@@ -8,12 +8,13 @@ functional tier with an injected clock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from .alert_log import AlertAttempt, Claim
 from .batch_row import BatchRow, BatchRowChange
-from .models import BatchStatus
+from .device_rows import DeviceRow
 from .policy import PollResult
 from .throttle import ThrottleStore
 from .webhook import DeliveryResult
@@ -45,9 +46,11 @@ class BatchStore(Protocol):
 class DeviceStore(Protocol):
     """DeviceUploadStatus and DeviceUploadHistory: one row per device, idempotent upserts."""
 
-    def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int: ...
+    def write_devices(self, customer_id: str, tracking_id: str, rows: Sequence[DeviceRow],
+                      recorded_at: datetime) -> int: ...
 
-    def write_history(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int: ...
+    def write_history(self, customer_id: str, tracking_id: str, rows: Sequence[DeviceRow],
+                      recorded_at: datetime) -> int: ...
 
 
 class ResultsStorage(BatchStore, DeviceStore, ThrottleStore, Protocol):

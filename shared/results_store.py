@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from functools import partial
@@ -13,9 +13,9 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from .batch_row import BatchRow, BatchRowChange
-from .device_keys import device_row_keys, history_partition_key
+from .device_rows import DeviceRow
 from .log import context_logger
-from .models import BatchStatus, DeviceStatus
+from .models import DeviceStatus
 from .storage import StorageClients
 from .table_values import fit_entity, transaction_groups
 
@@ -125,12 +125,11 @@ class ResultsStore:
         raise RowChangedError(f"the call budget row changed {BUDGET_CLAIM_ATTEMPTS} times while claiming from it")
 
     # --- device rows and history ---------------------------------------------------------------
-    def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
-        """Upsert one row per device in transactions of at most 100 (and 3 MiB); returns the transaction count."""
-        entities = (
-            device_entity(device, batch.is_failed(device), customer_id, tracking_id, tracking_id, row_key, recorded_at)
-            for device, row_key in zip(batch.devices, device_row_keys(batch.devices), strict=True)
-        )
+    def write_devices(self, customer_id: str, tracking_id: str, rows: Sequence[DeviceRow],
+                      recorded_at: datetime) -> int:
+        """Upsert these devices' rows in transactions of at most 100 (and 3 MiB); returns the transaction count."""
+        entities = (device_entity(row.device, row.failed, customer_id, tracking_id, tracking_id, row.row_key,
+                                  recorded_at) for row in rows)
         transactions = 0
         for group in transaction_groups(entities):
             operations: list[Any] = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in group]
@@ -138,27 +137,20 @@ class ResultsStore:
             transactions += 1
         return transactions
 
-    def write_history(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
+    def write_history(self, customer_id: str, tracking_id: str, rows: Sequence[DeviceRow],
+                      recorded_at: datetime) -> int:
         """One row per device under its serial's partition, so each device is its own request.
 
-        Written by a few threads with a bounded number in flight, so a 10,000-device batch never holds
-        10,000 entities at once.
+        Written by a few threads with a bounded number in flight, so a page never holds all its entities at once.
         """
         client = self._clients.with_table(self._history_table, lambda table_client: table_client)
-        repeats: dict[str, int] = {}
-
-        def entities() -> Iterator[dict[str, Any]]:
-            for device in batch.devices:
-                partition = history_partition_key(device)
-                count = repeats[partition] = repeats.get(partition, 0) + 1
-                row_key = tracking_id if count == 1 else f"{tracking_id}~{count}"
-                yield device_entity(device, batch.is_failed(device), customer_id, tracking_id, partition, row_key,
-                                    recorded_at)
+        entities = (device_entity(row.device, row.failed, customer_id, tracking_id, row.history_partition,
+                                  row.history_row_key, recorded_at) for row in rows)
 
         def write(entity: dict[str, Any]) -> None:
             client.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
-        return _bounded_map(write, entities(), HISTORY_WRITE_THREADS)
+        return _bounded_map(write, entities, HISTORY_WRITE_THREADS)
 
 
 def device_entity(

@@ -29,8 +29,10 @@ from .chain import (
     plan_requeue,
     resolve,
     resolve_held,
+    stored_so_far,
 )
 from .config import PollingSettings
+from .device_rows import pages
 from .log import ContextLogger, context_logger
 from .messages import BadMessageError, StatusRequest, parse_status_request
 from .models import ENDED_BADLY
@@ -64,6 +66,7 @@ class Held:
     successor: str
     next_poll_at: datetime | None
     marked: bool = False
+    stored: int = 0  # marked: devices of the final result already stored
 
 
 @dataclass
@@ -120,17 +123,19 @@ class StatusCheck:
                 continue
             log = self._logger(held.request, message_id)
             if result is None:
-                result, now = self._poll(held.request, now, log)
+                result, now = self._poll(held.request, now, log, must_call=held.marked)
             decision = decide_next(held.request, result, now, self.settings, self.rng)
             if self._after_poll(held, result, decision, now, log):
                 return
         raise RowKeptChangingError("the batch row kept changing while this message tried to hold its chain")
 
-    def _poll(self, request: StatusRequest, now: datetime, log: ContextLogger) -> tuple[PollResult, datetime]:
+    def _poll(self, request: StatusRequest, now: datetime, log: ContextLogger,
+              must_call: bool = False) -> tuple[PollResult, datetime]:
         """Call Partner Center, unless the partner is throttled: then wait with the fleet (and a 429 tells it). A
-        batch at its deadline makes its last call anyway: its outcome depends on the answer."""
+        batch at its deadline makes its last call anyway, as does one being finalised (must_call): the outcome
+        depends on the answer."""
         assert request.state is not None
-        at_deadline = (now - request.state.first_seen_at).total_seconds() >= self.settings.policy.deadline
+        at_deadline = must_call or (now - request.state.first_seen_at).total_seconds() >= self.settings.policy.deadline
         wait = 0.0 if at_deadline else self.throttle.wait(now)
         if wait > 0:
             wait += self.rng.uniform(0, resume_spread(wait))
@@ -161,7 +166,7 @@ class StatusCheck:
             return Step.DONE
         if isinstance(resolution, Resume):
             log.warning("this message was finalising the batch when it stopped; polling again to finish")
-            return Held(resolution.request, resolution.successor, None, marked=True)
+            return Held(resolution.request, resolution.successor, None, marked=True, stored=resolution.stored)
         request = resolution.request
         if resolution.creates:
             self.store.write_tracking_index(request.customer_id, request.batch_tracking_id)
@@ -209,15 +214,16 @@ class StatusCheck:
             etag = self._write(request, plan.mark)
             if etag is None:
                 return False  # another chain holds the batch now, or it is final already
-        customer, tracking = request.customer_id, request.batch_tracking_id
-        if plan.batch is not None:
-            transactions = self.store.write_devices(customer, tracking, plan.batch, plan.finalized_at)
-            history = self.store.write_history(customer, tracking, plan.batch, plan.finalized_at)
-            log.info("stored %d devices in %d transactions and %d history writes", len(plan.batch.devices),
-                     transactions, history)
+        assert request.state is not None
+        request = replace(request, state=replace(request.state, etag=etag))
+        if plan.devices:
+            stored = self._store_devices(request, plan, held.stored if held.marked else 0, log)
+            if stored is None:
+                return True  # a new invocation goes on, or another chain holds the batch now
+            request = stored
         for chunk in plan.chunks:
             self.queues.send(self.settings.failure_queue, chunk.to_json())
-        if self._write(request, RowWrite(plan.row, etag, "")) is None:
+        if self._write(request, RowWrite(plan.row, request.state.etag if request.state else None, "")) is None:
             log.warning("the batch row changed while it was being finalised; the chain that holds it now "
                         "finishes it")
         (log.warning if plan.outcome in ENDED_BADLY else log.info)("%s", plan.summary, extra={
@@ -225,6 +231,34 @@ class StatusCheck:
             "failedDeviceCount": plan.row.failed_device_count or 0})
         _count_final(plan)
         return True
+
+    def _store_devices(self, request: StatusRequest, plan: FinalPlan, stored: int,
+                       log: ContextLogger) -> StatusRequest | None:
+        """Write the device and history rows a page at a time from stored on, recording the progress in the row.
+        Past FINALIZE_STEP_SECONDS the rest is left to a new invocation (this chain's message, sent again),
+        which resumes from the recorded progress. The request with the row's etag when all are stored."""
+        assert request.state is not None
+        started = self.monotonic()
+        customer, tracking = request.customer_id, request.batch_tracking_id
+        transactions = history = 0
+        for end, page in pages(plan.devices, stored):
+            if self.monotonic() - started >= self.settings.finalize_step_seconds:
+                # Without the etag, the message reads the row, finds its own final mark and resumes.
+                self._send_status(replace(request, state=replace(request.state, etag="")), 0)
+                log.info("stored %d of %d devices; a new invocation stores the rest", stored, len(plan.devices))
+                return None
+            transactions += self.store.write_devices(customer, tracking, page, plan.finalized_at)
+            history += self.store.write_history(customer, tracking, page, plan.finalized_at)
+            etag = self._write(request, stored_so_far(request, end, self.clock()))
+            if etag is None:
+                log.warning("the batch row changed while its devices were stored; the chain that holds it now "
+                            "finishes it")
+                return None
+            stored = end
+            request = replace(request, state=replace(request.state, etag=etag))
+        log.info("stored %d devices (%d transactions, %d history writes in this invocation)", len(plan.devices),
+                 transactions, history)
+        return request
 
     # --- storage ----------------------------------------------------------------------------------------
     def _write(self, request: StatusRequest, write: RowWrite) -> str | None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.alert_log import AlertAttempt, AlertRecord, Claim, claim_decision, claim_fields
 from shared.batch_row import BatchRow, BatchRowChange
-from shared.models import BatchStatus
+from shared.device_rows import DeviceRow
 from shared.policy import PollResult
 from shared.results_store import RowChangedError
 from shared.webhook import Delivered, DeliveryResult
@@ -159,7 +160,8 @@ class FakeResultsStore:
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
         self.etags: dict[tuple[str, str], str] = {}
         self.index: dict[str, str] = {}
-        self.devices: dict[str, dict[str, dict[str, Any]]] = {}  # tracking id -> serial -> row
+        self.devices: dict[str, dict[str, dict[str, Any]]] = {}  # tracking id -> RowKey -> row
+        self.device_writes: Counter[tuple[str, str]] = Counter()  # (tracking id, RowKey) -> upserts
         self.history: dict[tuple[str, str], dict[str, Any]] = {}
         self.finals: dict[tuple[str, str], list[str]] = {}  # every write that turned a row final, by outcome
         self.throttles: dict[str, datetime] = {}
@@ -219,19 +221,22 @@ class FakeResultsStore:
         self.budget_calls[window] = used + granted
         return granted
 
-    def write_devices(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
+    def write_devices(self, customer_id: str, tracking_id: str, rows: Sequence[DeviceRow],
+                      recorded_at: datetime) -> int:
         self.faults.check("before:devices")
-        rows = self.devices.setdefault(tracking_id, {})
-        for device in batch.devices:
-            rows[device.serial_number or ""] = {"status": device.status, "failed": batch.is_failed(device),
-                                                "errorCode": device.error_code}
-        return len(batch.devices)
+        stored = self.devices.setdefault(tracking_id, {})
+        for row in rows:
+            stored[row.row_key] = {"serialNumber": row.device.serial_number, "status": row.device.status,
+                                   "failed": row.failed, "errorCode": row.device.error_code}
+            self.device_writes[(tracking_id, row.row_key)] += 1
+        return len(rows)
 
-    def write_history(self, customer_id: str, tracking_id: str, batch: BatchStatus, recorded_at: datetime) -> int:
+    def write_history(self, customer_id: str, tracking_id: str, rows: Sequence[DeviceRow],
+                      recorded_at: datetime) -> int:
         self.faults.check("before:history")
-        for device in batch.devices:
-            self.history[(device.serial_number or "", tracking_id)] = {"failed": batch.is_failed(device)}
-        return len(batch.devices)
+        for row in rows:
+            self.history[(row.history_partition, row.history_row_key)] = {"failed": row.failed}
+        return len(rows)
 
     def outcome(self, customer_id: str, tracking_id: str) -> str | None:
         row = self.rows.get((customer_id, tracking_id))

@@ -39,7 +39,8 @@ def test_a_batch_is_polled_until_final_with_the_policys_delays() -> None:
     row = app.store.rows[(CUSTOMER, tracking)]
     assert row["outcome"] == "completed" and row["pollCount"] == len(app.partner_center.calls[tracking])
     assert min(_gaps(app, tracking)) >= 27  # the initial delay of 30 s, less 10% jitter
-    assert set(app.store.devices[tracking]) == {"A", "B"} and app.webhook.delivered == []
+    assert {row["serialNumber"] for row in app.store.devices[tracking].values()} == {"A", "B"}
+    assert app.webhook.delivered == []
     assert app.store.finals[(CUSTOMER, tracking)] == ["completed"]
 
 
@@ -176,3 +177,46 @@ def test_without_fleet_throttling_a_429_holds_only_its_own_batch() -> None:
     assert app.store.throttles == {}
     app.run_until_idle()
     assert app.store.rows[(CUSTOMER, throttled)]["outcome"] == "completed"
+
+
+def _large_batch(app: App, count: int) -> tuple[str, list[str]]:
+    serials = [f"L{i:05}" for i in range(count)]
+    failing = serials[::10]
+    return _batch(app, finishes(app.clock(), timedelta(minutes=1), devices(serials, failing))), failing
+
+
+def _slow_writes(app: App, seconds_per_look: float) -> None:
+    """Each look at the monotonic clock finds seconds_per_look more passed: storing a page takes that long."""
+    looks = itertools.count()
+    app.status_check.monotonic = lambda: next(looks) * seconds_per_look
+
+
+def test_a_large_result_is_stored_in_steps_across_invocations_and_each_device_once() -> None:
+    app = App.build(FINALIZE_STEP_SECONDS="60")
+    tracking, failing = _large_batch(app, 5500)
+    _slow_writes(app, 25)  # two pages of 1,000 devices per invocation
+    app.run_until_idle()
+    row = app.store.rows[(CUSTOMER, tracking)]
+    assert row["outcome"] == "completed_with_failures" and row["devicesStored"] == 5500
+    assert len(app.store.devices[tracking]) == 5500 and set(app.store.device_writes.values()) == {1}
+    assert len([key for key in app.store.history if key[1] == tracking]) == 5500
+    start = app.partner_center.calls[tracking][0]
+    finals = [call for call in app.partner_center.calls[tracking] if call >= start + timedelta(minutes=1)]
+    assert len(finals) == 3  # the final answer, read again by each of the two invocations that went on
+    alerted = [device["serialNumber"] for alert in app.webhook.delivered for device in alert["devices"]]
+    assert sorted(alerted) == failing
+
+
+def test_a_crash_while_storing_resumes_from_the_recorded_progress() -> None:
+    app = App.build()
+    tracking, failing = _large_batch(app, 5500)
+    for _ in range(3):
+        app.faults.plan("before:devices", "pass")
+    app.faults.plan("before:devices", "kill")  # the process dies before the 4th page
+    app.run_until_idle()
+    row = app.store.rows[(CUSTOMER, tracking)]
+    assert row["outcome"] == "completed_with_failures"
+    assert ("before:devices", "kill") in app.faults.injected
+    assert len(app.store.devices[tracking]) == 5500 and set(app.store.device_writes.values()) == {1}
+    alerted = {device["serialNumber"] for alert in app.webhook.delivered for device in alert["devices"]}
+    assert alerted == set(failing)

@@ -17,7 +17,7 @@ def test_every_written_field_has_the_property_name_the_contract_and_the_readme_g
         "customerId", "batchTrackingId", "status", "outcome", "chainToken", "pollCount", "deviceCount",
         "failedDeviceCount", "inProgressDeviceCount", "firstSeenAt", "lastPolledAt", "nextPollAt", "finalizedAt",
         "startedTime", "completedTime", "lastResult", "correlationId", "source", "previousOutcome",
-        "originalFirstSeenAt", "resubmittedAt", "resubmitCount",
+        "originalFirstSeenAt", "resubmittedAt", "resubmitCount", "devicesStored",
     }
 
 
@@ -30,9 +30,10 @@ def test_a_change_writes_only_what_it_sets_and_a_later_change_wins() -> None:
 
 def test_a_written_row_reads_back_as_it_was_written() -> None:
     change = BatchRowChange(outcome="completed", status="finished", chain_token="bbbb", first_seen_at=WHEN,
-                            next_poll_at=WHEN, last_polled_at=WHEN, poll_count=7, correlation_id="c", source="s")
+                            next_poll_at=WHEN, last_polled_at=WHEN, poll_count=7, correlation_id="c", source="s",
+                            devices_stored=3000)
     row = BatchRow.from_entity(change.to_entity(), "etag-1")
-    assert row == BatchRow("etag-1", "completed", "finished", "bbbb", WHEN, WHEN, WHEN, 7, "c", "s")
+    assert row == BatchRow("etag-1", "completed", "finished", "bbbb", WHEN, WHEN, WHEN, 7, "c", "s", 3000)
     assert row.is_final
 
 
