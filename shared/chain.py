@@ -235,10 +235,16 @@ def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, n
     return FinalPlan(decision.outcome, now, mark, stored, rows, tuple(chunks), row, summary)
 
 
-def stored_so_far(request: StatusRequest, stored: int, now: datetime) -> RowWrite:
+def stored_so_far(request: StatusRequest, stored: int, now: datetime, hand_to: str = "") -> RowWrite:
     """The progress of a final result written in pages: stored devices are in their tables. nextPollAt: now, so
-    that a watchdog leaves a finalisation that makes progress alone."""
+    that a watchdog leaves a finalisation that makes progress alone. hand_to: the token of the message that goes
+    on in a new invocation; the row's final mark names it, so that it alone resumes (a stale copy of this
+    message no longer matches)."""
     assert request.state is not None
+    if hand_to:
+        mark = FINAL_MARK + hand_to
+        return RowWrite(BatchRowChange(chain_token=mark, devices_stored=stored, next_poll_at=now),
+                        request.state.etag, mark)
     mark = FINAL_MARK + request.state.token
     return RowWrite(BatchRowChange(devices_stored=stored, next_poll_at=now), request.state.etag, mark)
 

@@ -243,9 +243,7 @@ class StatusCheck:
         transactions = history = 0
         for end, page in pages(plan.devices, stored):
             if self.monotonic() - started >= self.settings.finalize_step_seconds:
-                # Without the etag, the message reads the row, finds its own final mark and resumes.
-                self._send_status(replace(request, state=replace(request.state, etag="")), 0)
-                log.info("stored %d of %d devices; a new invocation stores the rest", stored, len(plan.devices))
+                self._hand_on_finalising(request, stored, len(plan.devices), log)
                 return None
             transactions += self.store.write_devices(customer, tracking, page, plan.finalized_at)
             history += self.store.write_history(customer, tracking, page, plan.finalized_at)
@@ -259,6 +257,18 @@ class StatusCheck:
         log.info("stored %d devices (%d transactions, %d history writes in this invocation)", len(plan.devices),
                  transactions, history)
         return request
+
+    def _hand_on_finalising(self, request: StatusRequest, stored: int, total: int, log: ContextLogger) -> None:
+        """Name a new message in the row's final mark and send it: it reads the row (it carries no etag), finds its
+        own mark and resumes from the devices stored."""
+        assert request.state is not None
+        token = self.new_token()
+        if self._write(request, stored_so_far(request, stored, self.clock(), hand_to=token)) is None:
+            log.warning("the batch row changed while its devices were stored; the chain that holds it now "
+                        "finishes it")
+            return
+        self._send_status(replace(request, state=replace(request.state, token=token, etag="")), 0)
+        log.info("stored %d of %d devices; a new invocation stores the rest", stored, total)
 
     # --- storage ----------------------------------------------------------------------------------------
     def _write(self, request: StatusRequest, write: RowWrite) -> str | None:

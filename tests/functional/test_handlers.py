@@ -179,10 +179,10 @@ def test_without_fleet_throttling_a_429_holds_only_its_own_batch() -> None:
     assert app.store.rows[(CUSTOMER, throttled)]["outcome"] == "completed"
 
 
-def _large_batch(app: App, count: int) -> tuple[str, list[str]]:
+def _large_batch(app: App, count: int, after: timedelta = timedelta(minutes=1)) -> tuple[str, list[str]]:
     serials = [f"L{i:05}" for i in range(count)]
     failing = serials[::10]
-    return _batch(app, finishes(app.clock(), timedelta(minutes=1), devices(serials, failing))), failing
+    return _batch(app, finishes(app.clock(), after, devices(serials, failing))), failing
 
 
 def _slow_writes(app: App, seconds_per_look: float) -> None:
@@ -191,9 +191,10 @@ def _slow_writes(app: App, seconds_per_look: float) -> None:
     app.status_check.monotonic = lambda: next(looks) * seconds_per_look
 
 
-def test_a_large_result_is_stored_in_steps_across_invocations_and_each_device_once() -> None:
+@pytest.mark.parametrize("after", [timedelta(0), timedelta(minutes=1)], ids=["final at the first poll", "later"])
+def test_a_large_result_is_stored_in_steps_across_invocations_and_each_device_once(after: timedelta) -> None:
     app = App.build(FINALIZE_STEP_SECONDS="60")
-    tracking, failing = _large_batch(app, 5500)
+    tracking, failing = _large_batch(app, 5500, after)
     _slow_writes(app, 25)  # two pages of 1,000 devices per invocation
     app.run_until_idle()
     row = app.store.rows[(CUSTOMER, tracking)]
@@ -201,8 +202,9 @@ def test_a_large_result_is_stored_in_steps_across_invocations_and_each_device_on
     assert len(app.store.devices[tracking]) == 5500 and set(app.store.device_writes.values()) == {1}
     assert len([key for key in app.store.history if key[1] == tracking]) == 5500
     start = app.partner_center.calls[tracking][0]
-    finals = [call for call in app.partner_center.calls[tracking] if call >= start + timedelta(minutes=1)]
+    finals = [call for call in app.partner_center.calls[tracking] if call >= start + after]
     assert len(finals) == 3  # the final answer, read again by each of the two invocations that went on
+    assert app.queues.queues.get(STATUS_QUEUE + "-poison", []) == []
     alerted = [device["serialNumber"] for alert in app.webhook.delivered for device in alert["devices"]]
     assert sorted(alerted) == failing
 

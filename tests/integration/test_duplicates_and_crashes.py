@@ -127,7 +127,9 @@ def test_finalising_twice_writes_the_same_rows_and_chunks(stack: Stack) -> None:
     assert stack.batch_row(customer, tracking)["finalizedAt"] == row["finalizedAt"]  # type: ignore[index]
 
 
-def test_a_5000_device_batch_is_written_in_50_transactions(stack: Stack) -> None:
+def test_a_5000_device_batch_is_stored_in_steps_each_device_once_in_50_transactions(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINALIZE_STEP_SECONDS", "1")  # a page of 1,000 devices takes longer on Azurite
     stack.control("config", {"queuedSeconds": 0, "processingSeconds": 0})
     customer = str(uuid.uuid4())
     tracking = _upload(stack, customer, 5000, failing=1200)
@@ -138,7 +140,8 @@ def test_a_5000_device_batch_is_written_in_50_transactions(stack: Stack) -> None
     row = stack.wait_final(customer, tracking, timeout=120)
 
     requests = get_app().clients.counter.snapshot() - before
-    assert row["deviceCount"] == 5000 and row["failedDeviceCount"] == 1200
+    assert row["deviceCount"] == 5000 and row["failedDeviceCount"] == 1200 and row["devicesStored"] == 5000
+    assert _polls(stack, tracking) >= 2  # each invocation that went on read the final answer again
     assert requests["table.transaction"] == 50  # DeviceUploadStatus: ceil(5000 / 100)
     assert requests["table.replace"] == 5000  # DeviceUploadHistory: one partition per serial number
     assert len(stack.rows("DEVICE_TABLE_NAME", "PartitionKey eq @t", t=tracking)) == 5000
