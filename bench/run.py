@@ -23,7 +23,7 @@ from local.azurite import PROJECT_ROOT
 from .fleet_throttling import fleet_throttling
 from .fleet_virtual import fleet_virtual
 from .learned_schedule import learned_schedule
-from .persistence import persistence_and_memory
+from .persistence import large_batch, persistence_and_memory
 from .polling_efficiency import deployed_policy, polling_efficiency
 from .requests_per_poll import requests_per_poll, token_requests
 from .startup import startup
@@ -35,6 +35,7 @@ RESULTS = PROJECT_ROOT / "bench" / "results"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--large-devices", type=int, default=20_000, help="devices in the batch of figure 10")
     args = parser.parse_args(argv)
     quick = args.quick
     logging.basicConfig(level=logging.WARNING)
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         ("persistence_and_memory", lambda: persistence_and_memory(500 if quick else 10_000)),
         ("fleet_virtual", lambda: fleet_virtual(1000 if quick else 10_000, deployed_policy())),
         ("fleet_throttling", lambda: fleet_throttling(60 if quick else 300)),
+        # Azurite slows as a partition grows (bare transactions: ~100 rows/s at 20,000 devices), so 100,000
+        # devices would take hours here: `python -m bench.run --large-devices 100000` runs it.
+        ("large_batch", lambda: large_batch(2000 if quick else args.large_devices)),
     ]
     for name, step in steps:
         print(f"... {name} ({time.monotonic() - started:.0f} s so far)", file=sys.stderr, flush=True)
@@ -130,6 +134,13 @@ def _print(results: dict[str, Any]) -> None:
     _print_learned(results["learned_schedule"])
     _print_fleet("9a. fleet throttling on the real stack", results["fleet_throttling"])
     _print_fleet("9b. fleet throttling in virtual time", results["fleet_virtual"])
+    large = results["large_batch"]
+    print(f"10. a batch of {large['devices']} devices ({large['json_bytes'] / 1e6:.1f} MB of JSON): final after "
+          f"{large['seconds_to_final']} s in {large['invocations']} invocations, the longest "
+          f"{large['longest_invocation_seconds']} s; peak RSS grew {large['rss_growth_bytes'] / 1e6:.1f} MB; rows/s "
+          f"ours {large['ours_rows_per_second']} (device and history rows), bare SDK transactions "
+          f"{large['bare_transaction_rows_per_second']}, ratio {large['ratio']}; against bare device transactions "
+          f"and history upserts {large['ratio_to_bare_with_history']}")
 
 
 def _print_learned(learned: dict[str, Any]) -> None:
