@@ -85,10 +85,13 @@ class Advance:
 
 @dataclass(frozen=True)
 class Resume:
-    """The row holds final:<this message's token>: it crashed while finalising. Poll again and finish."""
+    """The row holds final:<this message's token>: it crashed while finalising, or a step of a large result handed
+    on to it. Take the mark over with a fresh token (so that a copy of this message can no longer resume too),
+    poll again and finish."""
 
     request: StatusRequest  # state.etag: the row's etag
-    successor: str  # used only when the answer is no longer final
+    token: str  # the fresh token the row's final mark names once write is done
+    write: RowWrite
     stored: int = 0  # devices of the final result already stored (the row's devicesStored)
 
 
@@ -128,7 +131,9 @@ def resolve(request: StatusRequest, row: BatchRow | None, now: datetime, stale_g
     if row.is_final:
         return Drop(f"batch already final ({row.outcome}); nothing to do")
     if state is not None and row.chain_token == FINAL_MARK + state.token:
-        return Resume(replace(request, state=replace(state, etag=row.etag)), new_token, row.devices_stored)
+        mark = FINAL_MARK + new_token
+        return Resume(replace(request, state=replace(state, etag=row.etag)), new_token,
+                      RowWrite(BatchRowChange(chain_token=mark, next_poll_at=now), row.etag, mark), row.devices_stored)
     if state is not None and not state.watch and row.chain_token == state.token:
         return _advance(request, now, policy, new_token, etag=row.etag)
     first_seen = row.first_seen_at or now
@@ -193,12 +198,6 @@ def extension(successor: str, next_poll_at: datetime, due: datetime, etag: str |
     if due <= next_poll_at + timedelta(seconds=slack):
         return None
     return RowWrite(BatchRowChange(next_poll_at=due), etag, successor)
-
-
-def hand_on(state: ChainState, successor: str, due: datetime, etag: str | None) -> RowWrite:
-    """After a resumed final turned out not to be final: give the row to the successor again."""
-    return RowWrite(BatchRowChange(chain_token=successor, poll_count=state.poll_count + 1, next_poll_at=due), etag,
-                    successor)
 
 
 def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, now: datetime) -> FinalPlan:

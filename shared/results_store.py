@@ -109,7 +109,10 @@ class ResultsStore:
         for _ in range(BUDGET_CLAIM_ATTEMPTS):
             current = self._clients.with_table(self._batch_table, partial(_get_row, key=(THROTTLE_PARTITION,
                                                                                           BUDGET_ROW)))
-            used = int(current.get("calls") or 0) if current is not None and current.get("window") == window else 0
+            stored_window = current.get("window") if current is not None else None
+            if isinstance(stored_window, datetime) and stored_window > window:
+                return 0  # another instance's clock is in the next minute already: never reset its count
+            used = int(current.get("calls") or 0) if current is not None and stored_window == window else 0
             granted = min(wanted, budget - used)
             if granted <= 0:
                 return 0

@@ -24,7 +24,6 @@ from .chain import (
     RowWrite,
     Watch,
     extension,
-    hand_on,
     plan_final,
     plan_requeue,
     resolve,
@@ -37,7 +36,7 @@ from .log import ContextLogger, context_logger
 from .messages import BadMessageError, StatusRequest, parse_status_request
 from .models import ENDED_BADLY
 from .poison import send_to_poison
-from .policy import Decision, Finalize, PollResult, Throttled, decide
+from .policy import Decision, Finalize, PollResult, Requeue, StatusReceived, Throttled, decide
 from .ports import PartnerCenter, Queues, ResultsStorage
 from .results_store import RowChangedError
 from .storage import queue_delay
@@ -108,6 +107,7 @@ class StatusCheck:
 
     # --- read, decide, act ---------------------------------------------------------------------------
     def _run(self, request: StatusRequest, message_id: str, now: datetime) -> None:
+        started = self.monotonic()
         result: PollResult | None = None
         for turn in range(ROW_CONFLICT_BUDGET + 1):
             resolution: Resolution | None = (resolve_held(request, now, self.settings.policy, self.new_token())
@@ -123,19 +123,17 @@ class StatusCheck:
                 continue
             log = self._logger(held.request, message_id)
             if result is None:
-                result, now = self._poll(held.request, now, log, must_call=held.marked)
-            decision = decide_next(held.request, result, now, self.settings, self.rng)
-            if self._after_poll(held, result, decision, now, log):
+                result, now = self._poll(held.request, now, log)
+            decision = decide_next(held.request, result, now, self.settings, self.rng, finalising=held.marked)
+            if self._after_poll(held, result, decision, now, log, started):
                 return
         raise RowKeptChangingError("the batch row kept changing while this message tried to hold its chain")
 
-    def _poll(self, request: StatusRequest, now: datetime, log: ContextLogger,
-              must_call: bool = False) -> tuple[PollResult, datetime]:
+    def _poll(self, request: StatusRequest, now: datetime, log: ContextLogger) -> tuple[PollResult, datetime]:
         """Call Partner Center, unless the partner is throttled: then wait with the fleet (and a 429 tells it). A
-        batch at its deadline makes its last call anyway, as does one being finalised (must_call): the outcome
-        depends on the answer."""
+        batch at its deadline makes its last call anyway: its outcome depends on the answer."""
         assert request.state is not None
-        at_deadline = must_call or (now - request.state.first_seen_at).total_seconds() >= self.settings.policy.deadline
+        at_deadline = (now - request.state.first_seen_at).total_seconds() >= self.settings.policy.deadline
         wait = 0.0 if at_deadline else self.throttle.wait(now)
         if wait > 0:
             wait += self.rng.uniform(0, resume_spread(wait))
@@ -165,8 +163,14 @@ class StatusCheck:
             log.info("batch is already being polled; watching that chain until %s", resolution.until.isoformat())
             return Step.DONE
         if isinstance(resolution, Resume):
-            log.warning("this message was finalising the batch when it stopped; polling again to finish")
-            return Held(resolution.request, resolution.successor, None, marked=True, stored=resolution.stored)
+            etag = self._write(resolution.request, resolution.write)
+            if etag is None:
+                return Step.CONFLICT  # another copy of this message resumed first
+            log.info("finishing the batch's final result (%d devices stored so far)", resolution.stored)
+            assert resolution.request.state is not None
+            state = replace(resolution.request.state, token=resolution.token, etag=etag)
+            return Held(replace(resolution.request, state=state), resolution.token, None, marked=True,
+                        stored=resolution.stored)
         request = resolution.request
         if resolution.creates:
             self.store.write_tracking_index(request.customer_id, request.batch_tracking_id)
@@ -186,17 +190,18 @@ class StatusCheck:
                     resolution.next_poll_at)
 
     def _after_poll(self, held: Held, result: PollResult, decision: Decision, now: datetime,
-                    log: ContextLogger) -> bool:
+                    log: ContextLogger, started: float) -> bool:
         """Requeue or finalise; False when the row changed under this message (decide again)."""
         state = held.request.state
         assert state is not None
         if isinstance(decision, Finalize):
-            return self._finalize(held, plan_final(held.request, decision, result, now), log)
+            return self._finalize(held, plan_final(held.request, decision, result, now), log, started)
         delay = queue_delay(decision.delay)
         due = now + timedelta(seconds=delay)
-        write = (hand_on(state, held.successor, due, state.etag) if held.marked or held.next_poll_at is None
-                 else extension(held.successor, held.next_poll_at, due, state.etag,
-                           slack=self.settings.chain_stale_grace / 2))
+        if held.marked:
+            return self._retry_finalising(held, decision, due, delay, log)
+        assert held.next_poll_at is not None
+        write = extension(held.successor, held.next_poll_at, due, state.etag, slack=self.settings.chain_stale_grace / 2)
         etag = state.etag
         if write is not None:
             etag = self._write(held.request, write)
@@ -207,7 +212,22 @@ class StatusCheck:
         log.info("poll %d: %s; next poll in %d s", successor.poll_count, decision.reason, delay)
         return True
 
-    def _finalize(self, held: Held, plan: FinalPlan, log: ContextLogger) -> bool:
+    def _retry_finalising(self, held: Held, decision: Requeue, due: datetime, delay: int,
+                          log: ContextLogger) -> bool:
+        """A batch being finalised whose answer, read again, is not the final one (a fault, a 429, the fleet's
+        wait): keep the final mark and the devices stored, and try again after the delay, with this message's
+        token (its next delivery resumes). nextPollAt moves to then, so that the watchdog waits."""
+        request = held.request
+        assert request.state is not None
+        if self._write(request, stored_so_far(request, held.stored, due)) is None:
+            return False
+        state = replace(request.state, etag="", errors=decision.errors, auth_failures=decision.auth_failures,
+                        too_large=decision.too_large)
+        self._send_status(replace(request, state=state), delay)
+        log.warning("finalising: %s; reading the final answer again in %d s", decision.reason, delay)
+        return True
+
+    def _finalize(self, held: Held, plan: FinalPlan, log: ContextLogger, started: float) -> bool:
         request = held.request
         etag = request.state.etag if request.state else None
         if not held.marked:
@@ -217,7 +237,7 @@ class StatusCheck:
         assert request.state is not None
         request = replace(request, state=replace(request.state, etag=etag))
         if plan.devices:
-            stored = self._store_devices(request, plan, held.stored if held.marked else 0, log)
+            stored = self._store_devices(request, plan, held.stored if held.marked else 0, log, started)
             if stored is None:
                 return True  # a new invocation goes on, or another chain holds the batch now
             request = stored
@@ -232,17 +252,16 @@ class StatusCheck:
         _count_final(plan)
         return True
 
-    def _store_devices(self, request: StatusRequest, plan: FinalPlan, stored: int,
-                       log: ContextLogger) -> StatusRequest | None:
+    def _store_devices(self, request: StatusRequest, plan: FinalPlan, stored: int, log: ContextLogger,
+                       started: float) -> StatusRequest | None:
         """Write the device and history rows a page at a time from stored on, recording the progress in the row.
-        Past FINALIZE_STEP_SECONDS the rest is left to a new invocation (this chain's message, sent again),
+        Once the invocation (started then) has run FINALIZE_STEP_SECONDS, the rest is left to a new message,
         which resumes from the recorded progress. The request with the row's etag when all are stored."""
         assert request.state is not None
-        started = self.monotonic()
         customer, tracking = request.customer_id, request.batch_tracking_id
         transactions = history = 0
         for end, page in pages(plan.devices, stored):
-            if self.monotonic() - started >= self.settings.finalize_step_seconds:
+            if transactions and self.monotonic() - started >= self.settings.finalize_step_seconds:
                 self._hand_on_finalising(request, stored, len(plan.devices), log)
                 return None
             transactions += self.store.write_devices(customer, tracking, page, plan.finalized_at)
@@ -312,8 +331,13 @@ def _count_final(plan: FinalPlan) -> None:
 
 
 def decide_next(request: StatusRequest, result: PollResult, now: datetime, settings: PollingSettings,
-                rng: random.Random) -> Decision:
+                rng: random.Random, finalising: bool = False) -> Decision:
+    """finalising: the batch was being finalised and its answer is read again. Then only an answer ends it at the
+    deadline: a fault past the deadline must not turn a finished batch into timed_out and lose its failed
+    devices (it is read again after the backoff)."""
     state = request.state
     assert state is not None
     elapsed = (now - state.first_seen_at).total_seconds()
+    if finalising and not isinstance(result, StatusReceived):
+        elapsed = min(elapsed, settings.policy.deadline - 1)
     return decide(result, elapsed, state.errors, state.auth_failures, settings.policy, rng, too_large=state.too_large)

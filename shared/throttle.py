@@ -136,10 +136,10 @@ class CallBudget:
     def _claim(self, window: datetime) -> int:
         try:
             return self._store.claim_calls(window, self._block, self.calls_per_minute)
-        except Exception as exc:
+        except Exception as exc:  # a block granted here, so that an outage does not cost a storage timeout per poll
             log.warning("could not claim from the fleet's call budget, calling anyway: %s: %s",
                         type(exc).__name__, exc)
-            return 1
+            return self._block
 
 
 def budget_spread() -> float:

@@ -216,6 +216,8 @@ class FakeResultsStore:
             self.throttles[scope] = until
 
     def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
+        if any(later > window for later in self.budget_calls):
+            return 0
         used = self.budget_calls.get(window, 0)
         granted = max(0, min(wanted, budget - used))
         self.budget_calls[window] = used + granted
