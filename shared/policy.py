@@ -44,8 +44,8 @@ class NotFound:
 @dataclass(frozen=True)
 class Throttled:
     retry_after: float | None
-    # True: this poll did not call; another poll of the partner was told to back off (shared/throttle.py). Not
-    # this batch's fault, so it does not count as an error.
+    # True: this poll did not call: the fleet waits (another poll of the partner was told to back off, or the
+    # minute's call budget is spent; shared/throttle.py). Not this batch's fault, so not counted as an error.
     shared: bool = field(default=False, compare=False)
     why: str = field(default="the partner is throttled", compare=False)  # why a shared wait waits
 
