@@ -25,6 +25,7 @@ from .output import BATCH_COLUMNS, DEVICE_COLUMNS, HISTORY_COLUMNS, PENDING_COLU
 from .queries import AuditQueries, Summary
 
 MAX_TEXT_ARGUMENT = 1024
+POISON_LIST_LIMIT = 1000  # poison list reads at most this many messages unless told otherwise
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     poison_commands = poison.add_subparsers(dest="action", required=True, metavar="action")
     listing = poison_commands.add_parser("list", parents=[formats], help="poison messages and their reasons")
     listing.add_argument("--queue", choices=("status", "failures"), default="status")
+    listing.add_argument("--limit", type=_positive, default=POISON_LIST_LIMIT,
+                         help=f"read at most this many messages (default {POISON_LIST_LIMIT})")
     replay = poison_commands.add_parser("replay", help="send originals back to their queue")
     replay.add_argument("--queue", choices=("status", "failures"), default="status")
     target = replay.add_mutually_exclusive_group(required=True)
@@ -112,6 +115,16 @@ def _date(value: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD) or ISO time: {value[:80]!r}") from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def _text(value: str) -> str:
@@ -202,8 +215,11 @@ def _pending(args: argparse.Namespace, names: StorageNames, clients: StorageClie
 def _poison(args: argparse.Namespace, names: StorageNames, clients: StorageClients, out: TextIO, err: TextIO) -> int:
     queues = PoisonQueues(names, clients)
     if args.action == "list":
-        if not write_rows(queues.listing(args.queue), POISON_COLUMNS, args.format, out):
+        listed = write_rows(queues.listing(args.queue, args.limit), POISON_COLUMNS, args.format, out)
+        if not listed:
             err.write(f"the {args.queue} poison queue is empty\n")
+        elif listed == args.limit and (total := queues.count(args.queue)) > listed:
+            err.write(f"showed {listed} of about {total} messages (--limit)\n")
         return 0
     replays = queues.replay(args.queue, None if args.all else args.id, args.dry_run)
     if not replays:

@@ -57,11 +57,18 @@ class PoisonQueues:
     def source_queue(self, kind: str) -> str:
         return self.names.status_queue if kind == "status" else self.names.failure_queue
 
-    def listing(self, kind: str) -> list[Row]:
-        """Every poison message, newest first. Reading them hides them briefly; they are shown again at once."""
-        entries = self._receive_all(kind)
+    def listing(self, kind: str, limit: int | None = None) -> list[Row]:
+        """The poison messages, newest first; with limit, only the first limit the queue hands out (roughly the
+        oldest), so that a huge queue is read in bounded time. Reading them hides them briefly; they are shown
+        again at once."""
+        entries = self._receive_all(kind, limit)
         self._release(kind, entries)
         return sorted((entry.row for entry in entries), key=lambda row: row["insertedOn"], reverse=True)
+
+    def count(self, kind: str) -> int:
+        """The queue's approximate message count, as the service reports it."""
+        queue = self.clients.queue(poison_queue_name(self.source_queue(kind)))
+        return int(queue.get_queue_properties().approximate_message_count or 0)
 
     def replay(self, kind: str, message_id: str | None, dry_run: bool) -> list[Replay]:
         """Send originals back to their queue; delete a poison message only after its send succeeded."""
@@ -94,12 +101,16 @@ class PoisonQueues:
             replays.append(replay)
         return replays
 
-    def _receive_all(self, kind: str) -> list[PoisonEntry]:
+    def _receive_all(self, kind: str, limit: int | None = None) -> list[PoisonEntry]:
         queue = self.clients.queue(poison_queue_name(self.source_queue(kind)))
         entries: list[PoisonEntry] = []
         try:
-            while batch := list(queue.receive_messages(messages_per_page=32, max_messages=32,
-                                                       visibility_timeout=RECEIVE_LEASE_SECONDS)):
+            while limit is None or len(entries) < limit:
+                wanted = 32 if limit is None else min(32, limit - len(entries))
+                batch = list(queue.receive_messages(messages_per_page=wanted, max_messages=wanted,
+                                                    visibility_timeout=RECEIVE_LEASE_SECONDS))
+                if not batch:
+                    break
                 entries.extend(PoisonEntry(message, read_envelope(message.content)) for message in batch)
         except Exception as exc:
             if getattr(exc, "error_code", None) == "QueueNotFound":

@@ -18,6 +18,8 @@ HISTORY_COLUMNS = {"recordedAt": 19, "serialNumber": 24, "productKey": 29, "cust
 PENDING_COLUMNS = {"firstSeenAt": 19, "lastPolledAt": 19, "nextPollAt": 19, "pollCount": 5, "status": 12,
                    "customerId": 36, "batchTrackingId": 36, "lastResult": 40}
 POISON_COLUMNS = {"insertedOn": 19, "messageId": 36, "reason": 60, "original": 60}
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def text(value: Any) -> str:
@@ -28,6 +30,14 @@ def text(value: Any) -> str:
     return str(value)
 
 
+def spreadsheet_safe(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: text from Partner Center or a message (a serial, an error
+    description, a poison message) that starts like a formula gets a leading apostrophe. Numbers, times and
+    booleans are written as they are. JSON output stays verbatim."""
+    rendered = text(value)
+    return "'" + rendered if isinstance(value, str) and rendered.startswith(FORMULA_STARTS) else rendered
+
+
 def write_rows(rows: Iterable[dict[str, Any]], columns: dict[str, int], output_format: str, out: TextIO,
                record: str | None = None) -> int:
     """Write rows as they are read; returns how many were written."""
@@ -36,7 +46,7 @@ def write_rows(rows: Iterable[dict[str, Any]], columns: dict[str, int], output_f
         writer = csv.writer(out)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([text(row.get(name)) for name in columns])
+            writer.writerow([spreadsheet_safe(row.get(name)) for name in columns])
             count += 1
     elif output_format == "json":
         for row in rows:

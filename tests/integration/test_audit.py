@@ -266,3 +266,18 @@ def test_the_sweep_wraps_what_the_host_moved_to_poison_in_a_never_expiring_envel
     code, _, _ = audit("poison", "replay", "--all")
     assert code == 0 and sorted(stack.drain(stack.env["STATUS_QUEUE_NAME"])) == sorted([
         '{"customerId": "moved by the host"}', "not json"])
+
+
+def test_poison_list_reads_at_most_its_limit_and_says_how_many_there_are(stack: Stack) -> None:
+    check = get_app().status_check
+    for index in range(5):
+        check.reject(f"bad message {index}".encode(), "message is not JSON")
+    code, text, err = audit("poison", "list", "--format", "json", "--limit", "3")
+    assert code == 0 and len(text.splitlines()) == 3
+    assert "showed 3 of about 5 messages (--limit)" in err
+    code, text, err = audit("poison", "list", "--format", "json")
+    assert code == 0 and len(text.splitlines()) == 5 and err == ""
+    assert len(stack.peek(stack.env["STATUS_QUEUE_NAME"] + "-poison")) == 5  # listing never removes anything
+    with pytest.raises(SystemExit) as refused:
+        audit("poison", "list", "--limit", "0")
+    assert refused.value.code == 2
