@@ -83,6 +83,7 @@ var tableNames = {
   device: 'DeviceUploadStatus'
   history: 'DeviceUploadHistory'
   alert: 'AlertLog'
+  operatorLog: 'OperatorLog' // written by the audit CLI (poison replay, resubmit), not by the app
 }
 var deploymentContainerName = 'app-package'
 
@@ -112,6 +113,7 @@ module storage 'modules/storage.bicep' = {
       tableNames.device
       tableNames.history
       tableNames.alert
+      tableNames.operatorLog
     ]
     deploymentContainerName: deploymentContainerName
     principalId: identity.outputs.principalId

@@ -76,6 +76,7 @@ class StorageNames:
     device_table: str = "DeviceUploadStatus"
     history_table: str = "DeviceUploadHistory"
     alert_table: str = "AlertLog"
+    operator_log_table: str = "OperatorLog"  # written by the audit CLI's poison replay and resubmit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +163,7 @@ TABLE_NAMES = {
     "device_table": "DEVICE_TABLE_NAME",
     "history_table": "DEVICE_HISTORY_TABLE_NAME",
     "alert_table": "ALERT_TABLE_NAME",
+    "operator_log_table": "OPERATOR_LOG_TABLE_NAME",
 }
 
 

@@ -63,6 +63,7 @@ def settings_env(azurite: Azurite, simulator: SimulatorServer, receiver: Receive
         DEVICE_TABLE_NAME=f"Device{suffix}",
         DEVICE_HISTORY_TABLE_NAME=f"History{suffix}",
         ALERT_TABLE_NAME=f"Alert{suffix}",
+        OPERATOR_LOG_TABLE_NAME=f"Operator{suffix}",
         POLL_INITIAL_DELAY_SECONDS="1",
         POLL_MAX_DELAY_SECONDS="2",
         POLL_DEADLINE_SECONDS="120",

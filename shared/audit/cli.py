@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -20,7 +21,9 @@ from ..ids import InvalidIdError, normalize_guid
 from ..models import Outcome
 from ..results_store import ResultsStore
 from ..storage import StorageClients
+from . import operator_log
 from .operator import RESUBMITTABLE, PoisonQueues, resubmit
+from .operator_log import OPERATOR_LOG_COLUMNS
 from .output import BATCH_COLUMNS, DEVICE_COLUMNS, HISTORY_COLUMNS, PENDING_COLUMNS, POISON_COLUMNS, write_rows
 from .queries import AuditQueries, Summary
 
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--id", help="a poison message id (from poison list)")
     target.add_argument("--all", action="store_true")
     replay.add_argument("--dry-run", action="store_true")
+    replay.add_argument("--operator", type=_text, help="who you are, for the OperatorLog (default: the local account)")
 
     again = commands.add_parser("resubmit", help="poll again batches that ended without a result")
     chosen = again.add_mutually_exclusive_group(required=True)
@@ -94,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--customer", type=_guid)
     again.add_argument("--since", type=_date)
     again.add_argument("--dry-run", action="store_true")
+    again.add_argument("--operator", type=_text, help="who you are, for the OperatorLog (default: the local account)")
+    log = commands.add_parser("operator-log", parents=[formats], help="poison replays and resubmits: who, when, what")
+    _period(log)
     return parser
 
 
@@ -221,7 +228,12 @@ def _poison(args: argparse.Namespace, names: StorageNames, clients: StorageClien
         elif listed == args.limit and (total := queues.count(args.queue)) > listed:
             err.write(f"showed {listed} of about {total} messages (--limit)\n")
         return 0
-    replays = queues.replay(args.queue, None if args.all else args.id, args.dry_run)
+    with _logged(args, names, clients, "poison replay", f"--queue {args.queue} " + (
+            "--all" if args.all else f"--id {args.id}")) as results:
+        replays = queues.replay(args.queue, None if args.all else args.id, args.dry_run)
+        results.append(f"{sum(1 for r in replays if r.sent)} sent back, "
+                       f"{sum(1 for r in replays if r.missing_parts)} kept (parts missing), "
+                       f"{len(replays)} in all")
     if not replays:
         err.write("nothing to replay\n" if args.all else f"no poison message with id {args.id}\n")
     for replay in replays:
@@ -251,7 +263,13 @@ def _resubmit(args: argparse.Namespace, names: StorageNames, clients: StorageCli
     else:
         candidates = list(queries.all_batches(args.since, None, args.outcome))
     store = ResultsStore(clients, names.batch_table, names.device_table, names.history_table)
-    done = resubmit(queries, store, clients, names, candidates, datetime.now(UTC), args.dry_run)
+    chosen = (f"--tracking-id {args.tracking_id}" if args.tracking_id
+              else f"--outcome {args.outcome}" + (f" --customer {args.customer}" if args.customer else "")
+              + (f" --since {args.since.isoformat()}" if args.since else ""))
+    with _logged(args, names, clients, "resubmit", chosen) as results:
+        done = resubmit(queries, store, clients, names, candidates, datetime.now(UTC), args.dry_run)
+        results.append(f"{len(done)} batches polled again: " + ", ".join(row["RowKey"] for row in done[:50])
+                       + (" …" if len(done) > 50 else ""))
     verb = "would poll again" if args.dry_run else "polling again"
     for row in done:
         previous = row.get("previousOutcome") or row.get("outcome")
@@ -261,5 +279,29 @@ def _resubmit(args: argparse.Namespace, names: StorageNames, clients: StorageCli
     return 0
 
 
+def _operator_log(args: argparse.Namespace, names: StorageNames, clients: StorageClients, out: TextIO,
+                  err: TextIO) -> int:
+    if not write_rows(operator_log.read(clients, names.operator_log_table, args.since, args.until),
+                      OPERATOR_LOG_COLUMNS, args.format, out):
+        err.write("no operator action in that period\n")
+    return 0
+
+
+@contextmanager
+def _logged(args: argparse.Namespace, names: StorageNames, clients: StorageClients, action: str,
+            arguments: str) -> Iterator[list[str]]:
+    """Record the action in the OperatorLog when it ends: the result the block appends, or the error it raised."""
+    results: list[str] = []
+    try:
+        yield results
+    except Exception as exc:
+        results.append(f"failed: {type(exc).__name__}: {str(exc)[:300]}")
+        raise
+    finally:
+        entry = operator_log.OperatorAction(operator_log.who(args.operator), action, arguments, args.dry_run,
+                                            "; ".join(results) or "no result", datetime.now(UTC))
+        operator_log.record(clients, names.operator_log_table, entry)
+
+
 COMMANDS = {"batch": _batch, "batches": _batches, "device": _device, "summary": _summary, "pending": _pending,
-            "poison": _poison, "resubmit": _resubmit}
+            "poison": _poison, "resubmit": _resubmit, "operator-log": _operator_log}

@@ -203,6 +203,30 @@ def test_resubmit_polls_an_access_denied_batch_again_and_keeps_one_row(stack: St
     assert row["originalFirstSeenAt"] < row["firstSeenAt"]
     assert len([r for r in stack.rows("BATCH_TABLE_NAME") if r["PartitionKey"] == customer]) == 1
     assert len(stack.rows("DEVICE_TABLE_NAME", "PartitionKey eq @t", t=tracking)) == 1
+    code, text, _ = audit("operator-log", "--format", "json")
+    logged = [json.loads(line) for line in text.splitlines()]
+    assert code == 0 and [(r["action"], r["dryRun"]) for r in logged] == [("resubmit", False), ("resubmit", True)]
+    assert logged[0]["arguments"] == f"--tracking-id {tracking}" and tracking in logged[0]["result"]
+    assert logged[1]["arguments"] == "--outcome access_denied" and logged[0]["operator"].endswith("(local account)")
+
+
+def test_every_operator_action_is_in_the_operator_log_with_who_what_and_the_result(stack: Stack) -> None:
+    check = get_app().status_check
+    check.reject(b"first bad message", "message is not JSON")
+    check.reject(b"second bad message", "message is not JSON")
+    code, text, _ = audit("poison", "list", "--format", "json")
+    first_id = json.loads(text.splitlines()[0])["messageId"]
+    assert audit("poison", "replay", "--id", first_id, "--dry-run", "--operator", "bob@contoso.com")[0] == 0
+    assert audit("poison", "replay", "--all", "--operator", "alice@contoso.com")[0] == 0
+    code, text, err = audit("operator-log", "--format", "json")
+    logged = [json.loads(line) for line in text.splitlines()]
+    assert code == 0 and [r["operator"] for r in logged] == ["alice@contoso.com", "bob@contoso.com"]
+    assert logged[0]["action"] == "poison replay" and logged[0]["arguments"] == "--queue status --all"
+    assert logged[0]["result"] == "2 sent back, 0 kept (parts missing), 2 in all" and logged[0]["dryRun"] is False
+    assert logged[1]["arguments"] == f"--queue status --id {first_id}" and logged[1]["dryRun"] is True
+    assert logged[1]["result"] == "0 sent back, 0 kept (parts missing), 1 in all"
+    code, text, err = audit("operator-log", "--since", "2020-01-01", "--until", "2020-02-01")
+    assert code == 0 and "no operator action in that period" in err
 
 
 def test_every_final_batch_has_its_rows_and_matching_counts(stack: Stack, seeded: dict[str, str]) -> None:

@@ -135,7 +135,8 @@ def test_the_template_creates_every_queue_and_table_the_code_uses() -> None:
     tables = {_main_value(item) for item in _block(storage_call, "tableNames: [").split()}
     assert queues == {settings.status_queue, settings.status_queue + "-poison",
                       settings.failure_queue, settings.failure_queue + "-poison"}
-    assert tables == {settings.batch_table, settings.device_table, settings.history_table, settings.alert_table}
+    assert tables == {settings.batch_table, settings.device_table, settings.history_table, settings.alert_table,
+                      settings.operator_log_table}
 
 
 def test_the_app_identity_gets_exactly_the_three_data_roles_on_storage() -> None:

@@ -1,0 +1,83 @@
+"""OperatorLog: every operator action (poison replay, resubmit) with who, when, what and the result.
+
+PartitionKey: the month (YYYY-MM, UTC), so a period is read with one range query per month. RowKey: the time
+in fixed-width ISO form (UTC) and a random suffix, so rows sort by time and two actions in the same
+microsecond never collide.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..storage import StorageClients
+
+Row = dict[str, Any]
+OPERATOR_LOG_COLUMNS = {"at": 19, "operator": 30, "action": 14, "arguments": 40, "dryRun": 6, "result": 50}
+MAX_RESULT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    operator: str
+    action: str  # "poison replay", "resubmit"
+    arguments: str  # the options it was given
+    dry_run: bool
+    result: str
+    at: datetime
+
+    def entity(self) -> Row:
+        return {"PartitionKey": self.at.strftime("%Y-%m"), "RowKey": f"{_key_time(self.at)}~{uuid.uuid4().hex[:8]}",
+                "at": self.at, "operator": self.operator, "action": self.action, "arguments": self.arguments,
+                "dryRun": self.dry_run, "result": self.result[:MAX_RESULT_CHARS]}
+
+
+def who(explicit: str | None) -> str:
+    """The name the operator gave (--operator), else the local account that ran the command."""
+    if explicit:
+        return explicit
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()} (local account)"
+    except Exception:  # no user name in this environment (getpass raises OSError or KeyError)
+        return f"unknown@{socket.gethostname()} (local account)"
+
+
+def record(clients: StorageClients, table: str, action: OperatorAction) -> None:
+    clients.with_table(table, lambda client: client.create_entity(action.entity()))
+
+
+def read(clients: StorageClients, table: str, since: datetime | None, until: datetime | None,
+         now: datetime | None = None) -> Iterator[Row]:
+    """Actions from since (default: 90 days ago) to until (default: now), newest first: one range query per month."""
+    until = until or now or datetime.now(UTC)
+    since = since or until.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=90)
+    months: list[str] = []
+    month = datetime(until.year, until.month, 1, tzinfo=UTC)
+    while month >= datetime(since.year, since.month, 1, tzinfo=UTC):
+        months.append(month.strftime("%Y-%m"))
+        month = datetime(month.year - (month.month == 1), 12 if month.month == 1 else month.month - 1, 1, tzinfo=UTC)
+    for partition in months:
+        query = "PartitionKey eq @month and RowKey ge @since and RowKey lt @until"
+        parameters = {"month": partition, "since": _key_time(since), "until": _key_time(until)}
+        rows = _query(clients, table, query, parameters)
+        yield from sorted(rows, key=lambda row: row["RowKey"], reverse=True)
+
+
+def _query(clients: StorageClients, table: str, query: str, parameters: dict[str, str]) -> list[Row]:
+    try:
+        return clients.with_table(table, lambda client: [dict(entity) for entity in
+                                                         client.query_entities(query, parameters=parameters)])
+    except Exception as exc:
+        if "TableNotFound" in str(exc):
+            return []
+        raise
+
+
+def _key_time(when: datetime) -> str:
+    """A time as RowKeys hold it: fixed width, so that text order is time order."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
