@@ -44,6 +44,9 @@ class Fleet:
 
     def start_instance(self, index: int) -> None:
         output: IO[bytes] | None = None
+        previous = self._logs[index]
+        if previous is not None:  # the log of the process this one replaces
+            previous.close()
         if self.log_dir is not None:
             output = open(self.log_dir / f"host-{index}.log", "ab")  # noqa: SIM115 (closed with the process)
             self._logs[index] = output

@@ -69,6 +69,8 @@ def operation_name(service: str, method: str, url: str) -> str:
     return {"GET": "table.query", "POST": "table.insert"}.get(method, "table.other")
 
 
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+
 class StorageClients:
     """One client per queue and per table, shared by every invocation in the process."""
 
@@ -156,6 +158,12 @@ class StorageClients:
                 self._settings.connection_string, name, **self._client_options("table")
             )
         return TableClient(self.table_endpoint, name, credential=self._identity(), **self._client_options("table"))
+
+    def storage_token(self) -> str | None:
+        """An Entra token for storage, as the clients use it; None with a connection string (no identity)."""
+        if self._settings.connection_string:
+            return None
+        return self._identity().get_token(STORAGE_SCOPE).token
 
     def _identity(self) -> TokenCredential:
         if self._credential is None:

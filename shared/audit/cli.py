@@ -298,7 +298,7 @@ def _logged(args: argparse.Namespace, names: StorageNames, clients: StorageClien
         results.append(f"failed: {type(exc).__name__}: {str(exc)[:300]}")
         raise
     finally:
-        entry = operator_log.OperatorAction(operator_log.who(args.operator), action, arguments, args.dry_run,
+        entry = operator_log.OperatorAction(operator_log.who(args.operator, clients), action, arguments, args.dry_run,
                                             "; ".join(results) or "no result", datetime.now(UTC))
         operator_log.record(clients, names.operator_log_table, entry)
 

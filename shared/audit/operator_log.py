@@ -7,7 +7,9 @@ microsecond never collide.
 
 from __future__ import annotations
 
+import base64
 import getpass
+import json
 import socket
 import uuid
 from collections.abc import Iterator
@@ -37,14 +39,39 @@ class OperatorAction:
                 "dryRun": self.dry_run, "result": self.result[:MAX_RESULT_CHARS]}
 
 
-def who(explicit: str | None) -> str:
-    """The name the operator gave (--operator), else the local account that ran the command."""
+def who(explicit: str | None, clients: StorageClients | None = None) -> str:
+    """The name the operator gave (--operator), else the signed-in Entra identity that storage is read with,
+    else (a connection string) the local account that ran the command."""
     if explicit:
         return explicit
+    try:
+        token = clients.storage_token() if clients is not None else None
+    except Exception:  # the command itself reports a credential that does not work
+        token = None
+    signed_in = identity_from_token(token) if token else None
+    if signed_in:
+        return f"{signed_in} (Entra ID)"
     try:
         return f"{getpass.getuser()}@{socket.gethostname()} (local account)"
     except Exception:  # no user name in this environment (getpass raises OSError or KeyError)
         return f"unknown@{socket.gethostname()} (local account)"
+
+
+def identity_from_token(token: str) -> str | None:
+    """Who an Entra access token was issued to: a user's sign-in name, else an app's id, else the object id.
+    The token is not verified: it was just issued to this process, and the name only labels a log row."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    for claim in ("upn", "preferred_username", "unique_name", "appid", "azp", "oid"):
+        value = claims.get(claim)
+        if isinstance(value, str) and value:
+            return value if claim not in ("appid", "azp") else f"app {value}"
+    return None
 
 
 def record(clients: StorageClients, table: str, action: OperatorAction) -> None:
