@@ -66,9 +66,9 @@ def test_killing_one_of_three_instances_loses_nothing_and_each_batch_keeps_one_c
         devices = stack.rows("DEVICE_TABLE_NAME", "PartitionKey eq @t", t=tracking)
         assert len(devices) == 1 + len(batches[tracking]) + list(batches).index(tracking) % 3
         assert row["outcome"] == ("completed_with_failures" if batches[tracking] else "completed")
-        # One chain: Partner Center saw the chain's polls, and at most one more (a poll the killed instance
-        # made before it could write the row).
-        assert row["pollCount"] <= len(_gets(stack, tracking)) <= row["pollCount"] + 1, tracking
+        # One chain: Partner Center saw the chain's polls, give or take the one the killed instance had under
+        # way (counted in the row before its call, or called before its row write).
+        assert abs(len(_gets(stack, tracking)) - row["pollCount"]) <= 1, tracking
     alerted = [d["serialNumber"] for a in stack.alerts() for d in a["body"]["devices"]]
     assert sorted(alerted) == sorted(expected_alerts)
     assert stack.peek(stack.env["STATUS_QUEUE_NAME"] + "-poison") == []
