@@ -20,30 +20,11 @@ from typing import Any
 from shared.models import BatchStatus
 from shared.policy import PollingPolicy, PollResult, Requeue, StatusReceived, Throttled, decide
 from shared.throttle import CallBudget, ThrottleGate, budget_spread, resume_spread
+from tests.functional.fakes import FakeThrottleRows
 
 EPOCH = datetime(2026, 11, 24, tzinfo=UTC)
 PROCESSING = StatusReceived(BatchStatus("t", "processing", None, None, ()))
 FINISHED = StatusReceived(BatchStatus("t", "finished", None, None, ()))
-
-
-@dataclass
-class SharedRows:
-    """The ~throttle rows: the fleet's 429 state and the call budget's minute counter."""
-
-    until: dict[str, datetime] = field(default_factory=dict)
-    claimed: dict[datetime, int] = field(default_factory=dict)
-
-    def get_throttle(self, scope: str) -> datetime | None:
-        return self.until.get(scope)
-
-    def extend_throttle(self, scope: str, until: datetime) -> None:
-        if scope not in self.until or self.until[scope] < until:
-            self.until[scope] = until
-
-    def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
-        granted = max(0, min(wanted, budget - self.claimed.get(window, 0)))
-        self.claimed[window] = self.claimed.get(window, 0) + granted
-        return granted
 
 
 @dataclass
@@ -66,7 +47,7 @@ def virtual_fleet(durations: list[float], policy: PollingPolicy, *, shared: bool
     """Every batch dropped at time 0, polled until final; calls, 429s and the lag after each batch finished."""
     rng = random.Random(seed)
     now = 0.0
-    rows = SharedRows()
+    rows = FakeThrottleRows()  # the ~throttle rows, with the real store's rules
     gates = [ThrottleGate(rows, lambda: now, shared=shared) for _ in range(instances)]
     budgets = [CallBudget(rows, budget) if budget else None for _ in range(instances)]
     partner_center = RateLimitedPartnerCenter(limit, window)

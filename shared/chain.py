@@ -240,12 +240,9 @@ def stored_so_far(request: StatusRequest, stored: int, now: datetime, hand_to: s
     on in a new invocation; the row's final mark names it, so that it alone resumes (a stale copy of this
     message no longer matches)."""
     assert request.state is not None
-    if hand_to:
-        mark = FINAL_MARK + hand_to
-        return RowWrite(BatchRowChange(chain_token=mark, devices_stored=stored, next_poll_at=now),
-                        request.state.etag, mark)
-    mark = FINAL_MARK + request.state.token
-    return RowWrite(BatchRowChange(devices_stored=stored, next_poll_at=now), request.state.etag, mark)
+    mark = FINAL_MARK + (hand_to or request.state.token)
+    return RowWrite(BatchRowChange(chain_token=mark if hand_to else None, devices_stored=stored, next_poll_at=now),
+                    request.state.etag, mark)
 
 
 def batch_alert_reason(decision: Finalize, batch: BatchStatus | None) -> str | None:

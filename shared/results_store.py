@@ -95,11 +95,8 @@ class ResultsStore:
             stored = current.get("throttledUntil") if current is not None else None
             if isinstance(stored, datetime) and stored >= until:
                 return
-            entity = {"PartitionKey": THROTTLE_PARTITION, "RowKey": scope, "throttledUntil": until}
-            write = (partial(_create_row, entity=entity) if current is None
-                     else partial(_replace_row_if_unchanged, entity=entity, etag=current.metadata["etag"]))
             try:
-                self._clients.with_table(self._batch_table, write)
+                self._put_row(current, {"PartitionKey": THROTTLE_PARTITION, "RowKey": scope, "throttledUntil": until})
                 return
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another process wrote meanwhile: look again
@@ -116,16 +113,20 @@ class ResultsStore:
             granted = min(wanted, budget - used)
             if granted <= 0:
                 return 0
-            entity = {"PartitionKey": THROTTLE_PARTITION, "RowKey": BUDGET_ROW, "window": window,
-                      "calls": used + granted}
-            write = (partial(_create_row, entity=entity) if current is None
-                     else partial(_replace_row_if_unchanged, entity=entity, etag=current.metadata["etag"]))
             try:
-                self._clients.with_table(self._batch_table, write)
+                self._put_row(current, {"PartitionKey": THROTTLE_PARTITION, "RowKey": BUDGET_ROW, "window": window,
+                                        "calls": used + granted})
                 return granted
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another process claimed meanwhile: look again
         raise RowChangedError(f"the call budget row changed {BUDGET_CLAIM_ATTEMPTS} times while claiming from it")
+
+    def _put_row(self, current: Any, entity: dict[str, Any]) -> None:
+        """Create the batch-table row, or replace it as current read it; ResourceExistsError or
+        ResourceModifiedError when another process wrote it meanwhile."""
+        write = (partial(_create_row, entity=entity) if current is None
+                 else partial(_replace_row_if_unchanged, entity=entity, etag=current.metadata["etag"]))
+        self._clients.with_table(self._batch_table, write)
 
     # --- device rows and history ---------------------------------------------------------------
     def write_devices(self, customer_id: str, tracking_id: str, rows: Sequence[DeviceRow],

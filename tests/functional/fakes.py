@@ -152,10 +152,34 @@ class _Etags:
         return f'W/"{next(self._counter)}"'
 
 
-class FakeResultsStore:
+class FakeThrottleRows:
+    """The batch table's ~throttle rows (shared/throttle.py ThrottleStore), with the real store's rules."""
+
+    def __init__(self) -> None:
+        self.throttles: dict[str, datetime] = {}
+        self.budget_calls: dict[datetime, int] = {}  # minute -> calls granted in it
+
+    def get_throttle(self, scope: str) -> datetime | None:
+        return self.throttles.get(scope)
+
+    def extend_throttle(self, scope: str, until: datetime) -> None:
+        if scope not in self.throttles or self.throttles[scope] < until:
+            self.throttles[scope] = until
+
+    def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
+        if any(later > window for later in self.budget_calls):
+            return 0
+        used = self.budget_calls.get(window, 0)
+        granted = max(0, min(wanted, budget - used))
+        self.budget_calls[window] = used + granted
+        return granted
+
+
+class FakeResultsStore(FakeThrottleRows):
     """The batch table (etag-checked merges), the device table and the history table."""
 
     def __init__(self, faults: Faults) -> None:
+        super().__init__()
         self.faults = faults
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
         self.etags: dict[tuple[str, str], str] = {}
@@ -164,8 +188,6 @@ class FakeResultsStore:
         self.device_writes: Counter[tuple[str, str]] = Counter()  # (tracking id, RowKey) -> upserts
         self.history: dict[tuple[str, str], dict[str, Any]] = {}
         self.finals: dict[tuple[str, str], list[str]] = {}  # every write that turned a row final, by outcome
-        self.throttles: dict[str, datetime] = {}
-        self.budget_calls: dict[datetime, int] = {}  # minute -> calls granted in it
         self._etag = _Etags()
 
     def get_batch(self, customer_id: str, tracking_id: str) -> BatchRow | None:
@@ -207,21 +229,6 @@ class FakeResultsStore:
         if self.faults.check(f"after:{point}") == "lost":  # the SDK retried the merge and got 412
             raise RowChangedError("the retried merge found its own write")
         return self.etags[key]
-
-    def get_throttle(self, scope: str) -> datetime | None:
-        return self.throttles.get(scope)
-
-    def extend_throttle(self, scope: str, until: datetime) -> None:
-        if scope not in self.throttles or self.throttles[scope] < until:
-            self.throttles[scope] = until
-
-    def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
-        if any(later > window for later in self.budget_calls):
-            return 0
-        used = self.budget_calls.get(window, 0)
-        granted = max(0, min(wanted, budget - used))
-        self.budget_calls[window] = used + granted
-        return granted
 
     def write_devices(self, customer_id: str, tracking_id: str, rows: Sequence[DeviceRow],
                       recorded_at: datetime) -> int:

@@ -10,34 +10,31 @@ import pytest
 
 from shared.policy import PollingPolicy, Requeue, Throttled, decide
 from shared.throttle import LONGEST_WAIT_SECONDS, PARTNER_SCOPE, REFRESH_SECONDS, CallBudget, ThrottleGate
+from tests.functional.fakes import FakeThrottleRows
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-class Store:
+class Store(FakeThrottleRows):
+    """The ~throttle rows, counting the reads and failing them while broken."""
+
     def __init__(self) -> None:
-        self.rows: dict[str, datetime] = {}
+        super().__init__()
         self.reads = 0
         self.broken = False
-        self.claimed: dict[datetime, int] = {}
 
     def get_throttle(self, scope: str) -> datetime | None:
-        self.reads += 1
-        if self.broken:
-            raise OSError("storage is down")
-        return self.rows.get(scope)
-
-    def extend_throttle(self, scope: str, until: datetime) -> None:
-        if scope not in self.rows or self.rows[scope] < until:
-            self.rows[scope] = until
+        self._read()
+        return super().get_throttle(scope)
 
     def claim_calls(self, window: datetime, wanted: int, budget: int) -> int:
+        self._read()
+        return super().claim_calls(window, wanted, budget)
+
+    def _read(self) -> None:
         self.reads += 1
         if self.broken:
             raise OSError("storage is down")
-        granted = max(0, min(wanted, budget - self.claimed.get(window, 0)))
-        self.claimed[window] = self.claimed.get(window, 0) + granted
-        return granted
 
 
 class Clock:
@@ -64,7 +61,7 @@ def test_a_429_in_one_process_holds_the_others_once_they_look_again() -> None:
     assert there.wait(NOW) == 0.0
     here.record(NOW, 60)
     assert here.wait(NOW + timedelta(seconds=10)) == 50.0  # at once in the process that got the 429
-    assert store.rows[PARTNER_SCOPE] == NOW + timedelta(seconds=60)
+    assert store.throttles[PARTNER_SCOPE] == NOW + timedelta(seconds=60)
     assert there.wait(NOW + timedelta(seconds=1)) == 0.0  # the other still uses what it read ...
     clock.now += REFRESH_SECONDS
     assert there.wait(NOW + timedelta(seconds=5)) == 55.0  # ... until it reads again
@@ -76,15 +73,15 @@ def test_a_shorter_retry_after_never_shortens_the_wait_and_none_waits_the_defaul
     gate = ThrottleGate(store, clock)
     gate.record(NOW, 120)
     gate.record(NOW, 10)
-    assert store.rows[PARTNER_SCOPE] == NOW + timedelta(seconds=120)
+    assert store.throttles[PARTNER_SCOPE] == NOW + timedelta(seconds=120)
     other = Store()
     ThrottleGate(other, clock).record(NOW, None)
-    assert other.rows[PARTNER_SCOPE] == NOW + timedelta(seconds=30)
+    assert other.throttles[PARTNER_SCOPE] == NOW + timedelta(seconds=30)
 
 
 def test_one_wait_is_at_most_the_longest_and_a_broken_store_never_blocks(caplog: pytest.LogCaptureFixture) -> None:
     store, clock = Store(), Clock()
-    store.rows[PARTNER_SCOPE] = NOW + timedelta(days=1)  # a clock that jumped back, or a Retry-After of a day
+    store.throttles[PARTNER_SCOPE] = NOW + timedelta(days=1)  # a clock that jumped back, or a Retry-After of a day
     assert ThrottleGate(store, clock).wait(NOW) == LONGEST_WAIT_SECONDS
     broken = Store()
     broken.broken = True
@@ -107,10 +104,10 @@ def test_waiting_with_the_fleet_is_not_an_error_of_the_batch() -> None:
 def test_not_shared_the_gate_neither_holds_nor_tells_the_fleet() -> None:
     store = Store()
     gate = ThrottleGate(store, Clock(), shared=False)
-    store.rows[PARTNER_SCOPE] = NOW + timedelta(seconds=60)
+    store.throttles[PARTNER_SCOPE] = NOW + timedelta(seconds=60)
     gate.record(NOW, 120.0)
     assert gate.wait(NOW) == 0.0 and store.reads == 0
-    assert store.rows[PARTNER_SCOPE] == NOW + timedelta(seconds=60)
+    assert store.throttles[PARTNER_SCOPE] == NOW + timedelta(seconds=60)
 
 
 def test_the_fleet_never_makes_more_calls_in_a_minute_than_the_budget() -> None:
@@ -118,7 +115,7 @@ def test_the_fleet_never_makes_more_calls_in_a_minute_than_the_budget() -> None:
     processes = [CallBudget(store, 60) for _ in range(3)]
     granted = sum(1 for second in range(60) for process in processes
                   if process.take(NOW + timedelta(seconds=second)) == 0.0)
-    assert granted == 60 and sum(store.claimed.values()) == 60
+    assert granted == 60 and sum(store.budget_calls.values()) == 60
     wait = processes[0].take(NOW + timedelta(seconds=59, milliseconds=500))
     assert wait == pytest.approx(0.5)
     assert processes[1].take(NOW + timedelta(minutes=1)) == 0.0  # a new minute, a new budget
@@ -135,7 +132,7 @@ def test_calls_are_claimed_in_blocks_so_most_polls_cost_no_storage_request() -> 
 
 def test_once_the_minute_is_spent_a_process_stops_asking_until_the_next(caplog: pytest.LogCaptureFixture) -> None:
     store = Store()
-    store.claimed[NOW] = 10
+    store.budget_calls[NOW] = 10
     budget = CallBudget(store, 10)
     assert budget.take(NOW) == 60.0 and budget.take(NOW + timedelta(seconds=30)) == 30.0
     assert store.reads == 1
