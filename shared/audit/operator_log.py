@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..storage import StorageClients
+from .queries import query_rows
 
 Row = dict[str, Any]
 OPERATOR_LOG_COLUMNS = {"at": 19, "operator": 30, "action": 14, "arguments": 40, "dryRun": 6, "result": 50}
@@ -91,18 +92,8 @@ def read(clients: StorageClients, table: str, since: datetime | None, until: dat
     for partition in months:
         query = "PartitionKey eq @month and RowKey ge @since and RowKey lt @until"
         parameters = {"month": partition, "since": _key_time(since), "until": _key_time(until)}
-        rows = _query(clients, table, query, parameters)
+        rows = query_rows(clients.table(table), query, **parameters)
         yield from sorted(rows, key=lambda row: row["RowKey"], reverse=True)
-
-
-def _query(clients: StorageClients, table: str, query: str, parameters: dict[str, str]) -> list[Row]:
-    try:
-        return clients.with_table(table, lambda client: [dict(entity) for entity in
-                                                         client.query_entities(query, parameters=parameters)])
-    except Exception as exc:
-        if "TableNotFound" in str(exc):
-            return []
-        raise
 
 
 def _key_time(when: datetime) -> str:

@@ -42,12 +42,12 @@ class AuditQueries:
 
     def devices(self, tracking_id: str, failed_only: bool = False) -> Iterator[Row]:
         query = "PartitionKey eq @tid and failed eq true" if failed_only else "PartitionKey eq @tid"
-        yield from _query(self.clients.table(self.names.device_table), query, tid=tracking_id)
+        yield from query_rows(self.clients.table(self.names.device_table), query, tid=tracking_id)
 
     def batches(self, customer_id: str, since: datetime | None = None, until: datetime | None = None,
                 outcome: str | None = None) -> Iterator[Row]:
         query, parameters = _filters("PartitionKey eq @customer", since, until, outcome)
-        yield from _query(self.clients.table(self.names.batch_table), query, customer=customer_id, **parameters)
+        yield from query_rows(self.clients.table(self.names.batch_table), query, customer=customer_id, **parameters)
 
     def device_history(self, serial_number: str | None = None, product_key: str | None = None) -> list[Row]:
         """Every batch this device was in, newest first (a partition holds one device's history)."""
@@ -55,14 +55,14 @@ class AuditQueries:
             partition = serial_partition_key(serial_number)
         else:
             partition = product_key_partition_key(product_key or "")
-        rows = list(_query(self.clients.table(self.names.history_table), "PartitionKey eq @pk", pk=partition))
+        rows = list(query_rows(self.clients.table(self.names.history_table), "PartitionKey eq @pk", pk=partition))
         return sorted(rows, key=lambda row: row.get("recordedAt") or row.get("_timestamp") or "", reverse=True)
 
     def all_batches(self, since: datetime | None = None, until: datetime | None = None,
                     outcome: str | None = None) -> Iterator[Row]:
         # Customer ids are GUIDs; batchwatch's own rows (~tracking, ~throttle) sort after them.
         query, parameters = _filters("PartitionKey lt @own", since, until, outcome)
-        yield from _query(self.clients.table(self.names.batch_table), query, own="~", **parameters)
+        yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", **parameters)
 
     def pending(self) -> list[Row]:
         rows = list(self.all_batches(outcome="pending"))
@@ -108,7 +108,7 @@ def _filters(base: str, since: datetime | None, until: datetime | None,
     return " and ".join(clauses), parameters
 
 
-def _query(table: Any, query: str, **parameters: Any) -> Iterator[Row]:
+def query_rows(table: Any, query: str, **parameters: Any) -> Iterator[Row]:
     """Pages through continuation tokens as the SDK's iterator asks for them; a missing table is empty."""
     try:
         for entity in table.query_entities(query, parameters=parameters):
