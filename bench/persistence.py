@@ -39,7 +39,7 @@ def persistence_and_memory(devices: int) -> tuple[dict[str, Any], dict[str, Any]
     with fresh_stack(queued_seconds=0) as stack:
         customer = str(uuid.uuid4())
         response = _final_response(stack, customer, stack.upload(customer, identities))
-    parsed = parse_batch_status(response).devices
+    parsed = tuple(parse_batch_status(response).devices)
     bare_runs = [_bare_run(parsed)]
     with fresh_stack(queued_seconds=0) as stack:
         customer = str(uuid.uuid4())
@@ -84,7 +84,7 @@ def large_batch(devices: int) -> dict[str, Any]:
         tracking = stack.upload(customer, identities)
         ours = _probe(stack, customer, tracking)
         response = _final_response(stack, customer, tracking)
-        parsed = parse_batch_status(response).devices
+        parsed = tuple(parse_batch_status(response).devices)
         bare = _bare_writes(stack, str(uuid.uuid4()), str(uuid.uuid4()), parsed)
     assert ours["device_count"] == devices, ours
     total = ours["seconds"]["finalize"]

@@ -9,13 +9,15 @@ inflates, and refused past either cap.
 from __future__ import annotations
 
 import http.client
+import io
 import socket
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import IO, Any
 
 import requests
 import urllib3.exceptions
@@ -23,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 READ_PIECE_BYTES = 64 * 1024
+SPOOL_IN_MEMORY_BYTES = 1024 * 1024  # a larger body is held in a temporary file, not in memory
 ACCEPTED_ENCODINGS = "gzip, deflate"  # the only encodings read_capped inflates
 
 
@@ -36,11 +39,19 @@ class ResponseTooLarge(requests.RequestException):
 
 @dataclass(frozen=True)
 class Answer:
-    """A complete HTTP answer (the body only when the caller asked to read it)."""
+    """A complete HTTP answer (the body only when the caller asked to read it). content holds the body from its
+    start: in memory up to SPOOL_IN_MEMORY_BYTES, else in a temporary file, so a large answer costs no memory
+    until it is read, and can be read in a stream."""
 
     status_code: int
     headers: Mapping[str, str]
-    body: bytes
+    content: IO[bytes] = field(default_factory=io.BytesIO)
+
+    @property
+    def body(self) -> bytes:
+        """The whole body at once (for small answers)."""
+        self.content.seek(0)
+        return self.content.read()
 
 
 def request_within(session: requests.Session, method: str, url: str, *, deadline: float, max_bytes: int,
@@ -52,8 +63,9 @@ def request_within(session: requests.Session, method: str, url: str, *, deadline
     with call_deadline(deadline) as guard:
         response = session.request(method, url, headers=headers, stream=True, **kwargs)
         try:
-            body = read_capped(response, max_bytes, max_decoded_bytes) if read_body(response.status_code) else b""
-            return Answer(response.status_code, response.headers, body)
+            if not read_body(response.status_code):
+                return Answer(response.status_code, response.headers)
+            return Answer(response.status_code, response.headers, read_capped(response, max_bytes, max_decoded_bytes))
         finally:
             guard.finish()  # before the connection can go back to the pool: the timer must not touch it there
             response.close()
@@ -162,8 +174,9 @@ class DeadlineAdapter(HTTPAdapter):
         return manager
 
 
-def read_capped(response: requests.Response, max_bytes: int, max_decoded_bytes: int) -> bytes:
-    """The body, refused (ResponseTooLarge) once more than max_bytes arrive or max_decoded_bytes decompress.
+def read_capped(response: requests.Response, max_bytes: int, max_decoded_bytes: int) -> IO[bytes]:
+    """The body, refused (ResponseTooLarge) once more than max_bytes arrive or max_decoded_bytes decompress,
+    spooled (see Answer.content) and positioned at its start.
 
     Reads the raw bytes in small pieces (so chunked answers are counted too) and inflates gzip or deflate
     itself with a bound on each step, so a compressed bomb is stopped at the cap instead of in memory.
@@ -172,9 +185,20 @@ def read_capped(response: requests.Response, max_bytes: int, max_decoded_bytes: 
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise ResponseTooLarge(f"body of {int(declared)} bytes is over the cap of {max_bytes} bytes")
     inflate = _inflater(response.headers.get("Content-Encoding"))
-    pieces: list[bytes] = []
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115 - the caller owns it
+    try:
+        _inflate_into(spool, _raw_pieces(response), inflate, max_bytes, max_decoded_bytes)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def _inflate_into(spool: IO[bytes], raw_pieces: Iterator[bytes], inflate: Inflate, max_bytes: int,
+                  max_decoded_bytes: int) -> None:
     received = decoded = 0
-    for raw in _raw_pieces(response):
+    for raw in raw_pieces:
         received += len(raw)
         if received > max_bytes:
             raise ResponseTooLarge(f"over {max_bytes} bytes arrived; the cap was reached before the end")
@@ -182,13 +206,12 @@ def read_capped(response: requests.Response, max_bytes: int, max_decoded_bytes: 
             decoded += len(piece)
             if decoded > max_decoded_bytes:
                 raise ResponseTooLarge(f"the body decompressed to over {max_decoded_bytes} bytes")
-            pieces.append(piece)
+            spool.write(piece)
     for piece in inflate(b"", max_decoded_bytes - decoded + 1, final=True):
         decoded += len(piece)
         if decoded > max_decoded_bytes:
             raise ResponseTooLarge(f"the body decompressed to over {max_decoded_bytes} bytes")
-        pieces.append(piece)
-    return b"".join(pieces)
+        spool.write(piece)
 
 
 def _raw_pieces(response: requests.Response) -> Iterator[bytes]:
@@ -222,7 +245,7 @@ def _inflater(content_encoding: str | None) -> Inflate:
     def inflate(data: bytes, limit: int, final: bool = False) -> Iterator[bytes]:
         try:
             while data:
-                yield decompressor.decompress(data, max(1, limit))
+                yield decompressor.decompress(data, max(1, min(limit, READ_PIECE_BYTES)))
                 data = decompressor.unconsumed_tail
             if final:
                 yield decompressor.flush()

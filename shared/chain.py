@@ -26,15 +26,16 @@ message finishes the batch), the devices to store, the failure chunks to send an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from .batch_row import BatchRow, BatchRowChange
-from .device_rows import DeviceRow, device_rows
+from .device_rows import DeviceRows
 from .failure_chunks import MAX_REASON_CHARS, BatchContext, FailureChunk, batch_outcome_chunk, failure_chunks
 from .messages import MAX_RESULT_LENGTH, MAX_STATUS_LENGTH, ChainState, StatusRequest
-from .models import ENDED_BADLY, BatchStatus, Outcome, UploadStatus
+from .models import ENDED_BADLY, BatchStatus, DeviceSelection, Outcome, UploadStatus
 from .policy import Finalize, PollingPolicy, PollResult, Requeue, StatusReceived, scheduled_delay
 
 FINAL_MARK = "final:"  # chainToken while the holder finalises: final:<its token>
@@ -99,13 +100,29 @@ Resolution = Drop | Watch | Advance | Resume
 
 
 @dataclass(frozen=True)
+class PlannedChunks:
+    """The failure chunks of a final batch, made one at a time on each pass (the failed devices are read from
+    the answer again), so that a batch whose devices all failed is never held as chunks all at once."""
+
+    context: BatchContext
+    failed: DeviceSelection | None
+    batch_alert: str | None  # the reason for a batch_outcome chunk
+
+    def __iter__(self) -> Iterator[FailureChunk]:
+        if self.failed:
+            yield from failure_chunks(self.context, self.failed)
+        if self.batch_alert is not None:
+            yield batch_outcome_chunk(self.context, self.batch_alert)
+
+
+@dataclass(frozen=True)
 class FinalPlan:
     outcome: Outcome
     finalized_at: datetime
     mark: RowWrite  # chainToken final:<token>: from here on only this message may finish the batch
     batch: BatchStatus | None  # the answer, when Partner Center listed any devices
-    devices: tuple[DeviceRow, ...]  # the devices to store, with their keys
-    chunks: tuple[FailureChunk, ...]  # to the failure queue: device failures and the batch alert
+    devices: DeviceRows | None  # the devices to store, with their keys
+    chunks: PlannedChunks  # to the failure queue: device failures and the batch alert
     row: BatchRowChange  # the final batch row
     summary: str
 
@@ -205,33 +222,30 @@ def plan_final(request: StatusRequest, decision: Finalize, result: PollResult, n
     state = request.state
     assert state is not None
     batch = result.batch if isinstance(result, StatusReceived) else None
-    failed = batch.failed_devices if batch else ()
-    in_progress = batch.in_progress_devices if batch else ()
+    failed = batch.failed_devices if batch else None
+    in_progress = len(batch.in_progress_devices) if batch else 0
     context = BatchContext(
         request.customer_id, request.batch_tracking_id, decision.outcome, request.correlation_id, request.source,
-        device_count=len(batch.devices) if batch else 0, failed_device_count=len(failed),
-        in_progress_device_count=len(in_progress), run_started_at=state.run_started_at,
+        device_count=len(batch.devices) if batch else 0, failed_device_count=len(failed) if failed else 0,
+        in_progress_device_count=in_progress, run_started_at=state.run_started_at,
     )
-    chunks = failure_chunks(context, failed) if failed else []
-    alert_reason = batch_alert_reason(decision, batch)
-    if alert_reason is not None:
-        chunks.append(batch_outcome_chunk(context, alert_reason))
+    chunks = PlannedChunks(context, failed, batch_alert_reason(decision, batch))
     row = BatchRowChange(outcome=decision.outcome.value, poll_count=state.poll_count + 1, last_polled_at=now,
                          finalized_at=now, chain_token="", last_result=decision.reason[:MAX_REASON_CHARS],
                          correlation_id=request.correlation_id or "", source=request.source or "")
     if batch is not None:
-        row = replace(row, status=batch.status, device_count=len(batch.devices), failed_device_count=len(failed),
-                      in_progress_device_count=len(in_progress), started_time=batch.started_time,
-                      completed_time=batch.completed_time)
+        row = replace(row, status=batch.status, device_count=context.device_count,
+                      failed_device_count=context.failed_device_count, in_progress_device_count=in_progress,
+                      started_time=batch.started_time, completed_time=batch.completed_time)
     # nextPollAt: now, so a watchdog waits CHAIN_STALE_GRACE_SECONDS from the start of the write, not from a due
     # time that may be long past (a backlog): the grace is the time a finalisation may take.
     mark = RowWrite(BatchRowChange(chain_token=FINAL_MARK + state.token, next_poll_at=now, devices_stored=0),
                     state.etag, FINAL_MARK + state.token)
     summary = (f"final: {decision.outcome.value} ({decision.reason}); {context.device_count} devices, "
-               f"{len(failed)} failed, {len(in_progress)} still in progress; {len(chunks)} failure chunks")
+               f"{context.failed_device_count} failed, {in_progress} still in progress")
     stored = batch if batch and batch.devices else None
-    rows = device_rows(stored, request.batch_tracking_id) if stored else ()
-    return FinalPlan(decision.outcome, now, mark, stored, rows, tuple(chunks), row, summary)
+    rows = DeviceRows(stored, request.batch_tracking_id) if stored else None
+    return FinalPlan(decision.outcome, now, mark, stored, rows, chunks, row, summary)
 
 
 def stored_so_far(request: StatusRequest, stored: int, now: datetime, hand_to: str = "") -> RowWrite:

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 
 from .models import DeviceStatus
+from .occurrences import numbered
 
 MAX_READABLE = 160  # three of them plus separators stay under the 512-character key limit
 _KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -66,9 +67,5 @@ def device_row_keys(devices: Iterable[DeviceStatus]) -> Iterator[str]:
     the copies), so the n-th repeat of an identity gets a ~n suffix. The order is the response's,
     which is stable for a final batch.
     """
-    seen: dict[str, int] = {}
-    for device in devices:
-        identity = device_identity_key(device)
-        count = seen.get(identity, 0) + 1
-        seen[identity] = count
+    for identity, count in numbered(device_identity_key(device) for device in devices):
         yield identity if count == 1 else f"{identity}{_SEPARATOR}{count}"

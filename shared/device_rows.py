@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice, tee
 
 from .device_keys import device_row_keys, history_partition_key
 from .models import BatchStatus, DeviceStatus
+from .occurrences import numbered
 
 PAGE_DEVICES = 1000  # devices written between two records of progress: 10 transactions and 1,000 history rows
 
@@ -27,20 +29,30 @@ class DeviceRow:
     history_row_key: str
 
 
-def device_rows(batch: BatchStatus, tracking_id: str) -> tuple[DeviceRow, ...]:
-    repeats: dict[str, int] = {}
-    rows = []
-    for device, row_key in zip(batch.devices, device_row_keys(batch.devices), strict=True):
-        partition = history_partition_key(device)
-        count = repeats[partition] = repeats.get(partition, 0) + 1
-        rows.append(DeviceRow(device, batch.is_failed(device), row_key, partition,
-                              tracking_id if count == 1 else f"{tracking_id}~{count}"))
-    return tuple(rows)
+class DeviceRows:
+    """A final batch's devices as rows, computed from the first device on each pass (a repeat's key depends on
+    the devices before it; the identities seen are counted on disk, see occurrences.py), so that only a page of
+    rows is held at a time."""
 
+    def __init__(self, batch: BatchStatus, tracking_id: str) -> None:
+        self._batch = batch
+        self._tracking_id = tracking_id
 
-def pages(rows: Sequence[DeviceRow], start: int = 0,
-          size: int = PAGE_DEVICES) -> Iterator[tuple[int, Sequence[DeviceRow]]]:
-    """(end, page) from row start on: after the page is written, end rows are stored."""
-    for first in range(start, len(rows), size):
-        page = rows[first:first + size]
-        yield first + len(page), page
+    def __len__(self) -> int:
+        return len(self._batch.devices)
+
+    def __iter__(self) -> Iterator[DeviceRow]:
+        batch, tracking_id = self._batch, self._tracking_id
+        devices, keyed, partitioned = tee(batch.devices, 3)  # one pass over the answer feeds all three
+        partitions = numbered(history_partition_key(device) for device in partitioned)
+        for device, row_key, (partition, count) in zip(devices, device_row_keys(keyed), partitions, strict=True):
+            yield DeviceRow(device, batch.is_failed(device), row_key, partition,
+                            tracking_id if count == 1 else f"{tracking_id}~{count}")
+
+    def pages(self, start: int = 0, size: int = PAGE_DEVICES) -> Iterator[tuple[int, Sequence[DeviceRow]]]:
+        """(end, page) from row start on: after the page is written, end rows are stored."""
+        rows = islice(iter(self), start, None)
+        end = start
+        while page := tuple(islice(rows, size)):
+            end += len(page)
+            yield end, page

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
@@ -174,29 +174,32 @@ def device_entry(device: DeviceStatus) -> dict[str, Any]:
     return entry
 
 
-def failure_chunks(context: BatchContext, devices: tuple[DeviceStatus, ...]) -> list[FailureChunk]:
-    """The device_failures chunks for a final batch, deterministic for the same input and run."""
-    entries = [device_entry(device) for device in devices]
-    groups: list[list[dict[str, Any]]] = []
+def failure_chunks(context: BatchContext, devices: Iterable[DeviceStatus]) -> Iterator[FailureChunk]:
+    """The device_failures chunks for a final batch, deterministic for the same input and run. devices is read
+    twice (a tuple, or a DeviceSelection that parses them again): once to count the chunks, once to make them,
+    so that one chunk at a time is held."""
+    total = sum(1 for _ in _groups(context, devices))
+    for index, group in enumerate(_groups(context, devices), start=1):
+        yield _chunk(context, "device_failures", alert_id(context, "device_failures", index, total, group), index,
+                     total, tuple(group))
+
+
+def _groups(context: BatchContext, devices: Iterable[DeviceStatus]) -> Iterator[list[dict[str, Any]]]:
+    """The devices' entries, grouped so that each group's chunk fits a queue message."""
     current: list[dict[str, Any]] = []
     template = _chunk(context, "device_failures", "0" * 36, 999_999, 999_999, ())
     overhead = encoded_size(template.to_json())
     size = overhead
-    for entry in entries:
+    for device in devices:
+        entry = device_entry(device)
         entry_size = encoded_size(json.dumps(entry, ensure_ascii=True, separators=(",", ":"))) + 1
         if current and size + entry_size > MESSAGE_BUDGET_BYTES:
-            groups.append(current)
+            yield current
             current, size = [], overhead
         current.append(entry)
         size += entry_size
     if current:
-        groups.append(current)
-    total = len(groups)
-    return [
-        _chunk(context, "device_failures", alert_id(context, "device_failures", index, total, group), index, total,
-               tuple(group))
-        for index, group in enumerate(groups, start=1)
-    ]
+        yield current
 
 
 def batch_outcome_chunk(context: BatchContext, reason: str) -> FailureChunk:

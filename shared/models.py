@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
+from typing import Protocol
 
 
 class UploadStatus(StrEnum):
@@ -56,13 +59,43 @@ class DeviceStatus:
         return self.status in IN_PROGRESS_STATUSES and not self.error_code
 
 
+class DeviceList(Protocol):
+    """A batch's devices: a tuple, or the parser's StreamedDevices, which reads them from the answer again on
+    each pass (so the code never holds a large batch's devices all at once)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[DeviceStatus]: ...
+
+
+class DeviceSelection:
+    """The devices of a batch that pass a test: iterated from the batch's devices on each pass, counted once."""
+
+    def __init__(self, devices: DeviceList, test: Callable[[DeviceStatus], bool]) -> None:
+        self._devices = devices
+        self._test = test
+
+    def __iter__(self) -> Iterator[DeviceStatus]:
+        return (device for device in self._devices if self._test(device))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    @cached_property
+    def _count(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass(frozen=True)
 class BatchStatus:
     batch_tracking_id: str | None
     status: str
     started_time: datetime | None
     completed_time: datetime | None
-    devices: tuple[DeviceStatus, ...]
+    devices: DeviceList
 
     @property
     def is_final(self) -> bool:
@@ -73,10 +106,14 @@ class BatchStatus:
         ended with an error; one still queued or processing is not a failed device."""
         return device.failed and (self.is_final or not device.in_progress)
 
-    @property
-    def failed_devices(self) -> tuple[DeviceStatus, ...]:
-        return tuple(device for device in self.devices if self.is_failed(device))
+    @cached_property
+    def failed_devices(self) -> DeviceSelection:
+        return DeviceSelection(self.devices, self.is_failed)
 
-    @property
-    def in_progress_devices(self) -> tuple[DeviceStatus, ...]:
-        return () if self.is_final else tuple(device for device in self.devices if device.in_progress)
+    @cached_property
+    def in_progress_devices(self) -> DeviceSelection:
+        return DeviceSelection((), bool) if self.is_final else DeviceSelection(self.devices, _in_progress)
+
+
+def _in_progress(device: DeviceStatus) -> bool:
+    return device.in_progress

@@ -31,7 +31,7 @@ from .chain import (
     stored_so_far,
 )
 from .config import PollingSettings
-from .device_rows import pages
+from .device_rows import DeviceRows
 from .log import ContextLogger, context_logger
 from .messages import BadMessageError, StatusRequest, parse_status_request
 from .models import ENDED_BADLY
@@ -236,36 +236,40 @@ class StatusCheck:
                 return False  # another chain holds the batch now, or it is final already
         assert request.state is not None
         request = replace(request, state=replace(request.state, etag=etag))
-        if plan.devices:
-            stored = self._store_devices(request, plan, held.stored if held.marked else 0, log, started)
+        if plan.devices is not None:
+            stored = self._store_devices(request, plan.devices, plan.finalized_at, held.stored if held.marked else 0,
+                                         log, started)
             if stored is None:
                 return True  # a new invocation goes on, or another chain holds the batch now
             request = stored
+        chunks = 0
         for chunk in plan.chunks:
             self.queues.send(self.settings.failure_queue, chunk.to_json())
+            chunks += 1
         if self._write(request, RowWrite(plan.row, request.state.etag if request.state else None, "")) is None:
             log.warning("the batch row changed while it was being finalised; the chain that holds it now "
                         "finishes it")
-        (log.warning if plan.outcome in ENDED_BADLY else log.info)("%s", plan.summary, extra={
+        report = log.warning if plan.outcome in ENDED_BADLY else log.info
+        report("%s; %d failure chunks", plan.summary, chunks, extra={
             "outcome": plan.outcome.value, "deviceCount": plan.row.device_count or 0,
             "failedDeviceCount": plan.row.failed_device_count or 0})
         _count_final(plan)
         return True
 
-    def _store_devices(self, request: StatusRequest, plan: FinalPlan, stored: int, log: ContextLogger,
-                       started: float) -> StatusRequest | None:
+    def _store_devices(self, request: StatusRequest, devices: DeviceRows, finalized_at: datetime, stored: int,
+                       log: ContextLogger, started: float) -> StatusRequest | None:
         """Write the device and history rows a page at a time from stored on, recording the progress in the row.
         Once the invocation (started then) has run FINALIZE_STEP_SECONDS, the rest is left to a new message,
         which resumes from the recorded progress. The request with the row's etag when all are stored."""
         assert request.state is not None
         customer, tracking = request.customer_id, request.batch_tracking_id
         transactions = history = 0
-        for end, page in pages(plan.devices, stored):
+        for end, page in devices.pages(stored):
             if transactions and self.monotonic() - started >= self.settings.finalize_step_seconds:
-                self._hand_on_finalising(request, stored, len(plan.devices), log)
+                self._hand_on_finalising(request, stored, len(devices), log)
                 return None
-            transactions += self.store.write_devices(customer, tracking, page, plan.finalized_at)
-            history += self.store.write_history(customer, tracking, page, plan.finalized_at)
+            transactions += self.store.write_devices(customer, tracking, page, finalized_at)
+            history += self.store.write_history(customer, tracking, page, finalized_at)
             etag = self._write(request, stored_so_far(request, end, self.clock()))
             if etag is None:
                 log.warning("the batch row changed while its devices were stored; the chain that holds it now "
@@ -273,7 +277,7 @@ class StatusCheck:
                 return None
             stored = end
             request = replace(request, state=replace(request.state, etag=etag))
-        log.info("stored %d devices (%d transactions, %d history writes in this invocation)", len(plan.devices),
+        log.info("stored %d devices (%d transactions, %d history writes in this invocation)", len(devices),
                  transactions, history)
         return request
 

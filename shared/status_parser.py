@@ -1,10 +1,21 @@
-"""Parse a BatchUploadDetails JSON body into BatchStatus, tolerating what Partner Center may send."""
+"""Parse a BatchUploadDetails JSON body into BatchStatus, tolerating what Partner Center may send.
+
+The body is read as a stream (ijson): one pass checks its shape, reads the batch's own fields and counts the
+devices; the devices themselves are parsed again from the body on each pass over BatchStatus.devices, so that
+a batch of any size costs memory for one device at a time, not for the whole list.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from decimal import Decimal
+from typing import IO, Any
+
+import ijson
 
 from .models import BatchStatus, DeviceStatus
 
@@ -17,35 +28,128 @@ _KNOWN_DEVICE_FIELDS = {
     "errorDescription",
     "attributes",
 }
+_BATCH_FIELDS = ("batchTrackingId", "status", "startedTime", "completedTime")
+_DEVICES = "devicesStatus"
+_DEVICE_PATH = _DEVICES + ".item"  # ijson's name for an element of the devicesStatus list
+_JSON_TYPES = {"start_array": "list", "string": "str", "number": "number", "boolean": "bool", "null": "null"}
+_CONTAINER = object()  # a batch field that holds an object or a list
+# ijson's fastest backend (C, yajl) misreads string escapes of surrogates that do not pair ("\\ud800" becomes
+# "?", "\\udc00" an error), which json.loads and ijson's pure-Python backend read exactly: an answer with any
+# surrogate escape is read with the latter (slower; Partner Center writes such characters as UTF-8).
+_FAST, _EXACT = ijson, ijson.get_backend("python")
+# Numbers: ijson reads a fraction or an exponent as a Decimal (1e400 included, which a float cannot hold); a
+# device's are turned into floats as json.loads turns them (1e400 is inf). NaN and Infinity are not JSON.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SCAN_BYTES = 1024 * 1024
 
 
 class MalformedStatusError(ValueError):
     """The body is not a BatchUploadDetails object."""
 
 
-def parse_batch_status(body: bytes | str) -> BatchStatus:
+class StreamedDevices:
+    """The devicesStatus list of an answer, parsed from the body again on each pass (each pass reads the body
+    from its own position, so two passes may run side by side)."""
+
+    def __init__(self, content: IO[bytes], count: int, backend: Any = _FAST) -> None:
+        self._content = content
+        self._count = count
+        self._backend = backend
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[DeviceStatus]:
+        items = self._backend.items(_Reader(self._content), _DEVICE_PATH)
+        for index, item in enumerate(items):
+            yield _parse_device(item, index)
+
+
+class _Reader:
+    """A read position of its own in a shared file."""
+
+    def __init__(self, content: IO[bytes]) -> None:
+        self._content = content
+        self._offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self._content.seek(self._offset)
+        data = self._content.read(size)
+        self._offset += len(data)
+        return data
+
+
+def parse_batch_status(body: bytes | str | IO[bytes]) -> BatchStatus:
+    content: IO[bytes] = io.BytesIO(body.encode("utf-8") if isinstance(body, str) else body) \
+        if isinstance(body, (bytes, str)) else body
+    backend = _EXACT if _has_surrogate_escape(content) else _FAST
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedStatusError(f"status body is not JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise MalformedStatusError(f"status body is a JSON {type(document).__name__}, not an object")
-    status = document.get("status")
+        fields, count = _scan(_Reader(content), backend)
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        raise MalformedStatusError(f"status body is not JSON: {_first_line(exc)}") from exc
+    status = fields.get("status")
     if not isinstance(status, str) or not status.strip():
         raise MalformedStatusError("status body has no 'status' string")
-    devices_raw = document.get("devicesStatus")
-    if devices_raw is None:
-        devices_raw = []
-    if not isinstance(devices_raw, list):
-        raise MalformedStatusError("'devicesStatus' is not a list")
-    tracking = document.get("batchTrackingId")
+    tracking = fields.get("batchTrackingId")
     return BatchStatus(
         batch_tracking_id=tracking.lower() if isinstance(tracking, str) else None,
         status=status.strip().lower(),
-        started_time=parse_time(document.get("startedTime")),
-        completed_time=parse_time(document.get("completedTime")),
-        devices=tuple(_parse_device(item, index) for index, item in enumerate(devices_raw)),
+        started_time=parse_time(fields.get("startedTime")),
+        completed_time=parse_time(fields.get("completedTime")),
+        devices=StreamedDevices(content, count, backend) if count else (),
     )
+
+
+def _scan(reader: _Reader, backend: Any) -> tuple[dict[str, Any], int]:
+    """The batch's own fields (the last of a repeated name, as json.loads keeps it) and the number of devices,
+    checking the shape: an object, devicesStatus a list of objects (or null or absent)."""
+    events = backend.basic_parse(reader)
+    event, _ = next(events)
+    if event != "start_map":
+        raise MalformedStatusError(f"status body is a JSON {_JSON_TYPES.get(event, event)}, not an object")
+    fields: dict[str, Any] = {}
+    depth, key, count, lists = 1, "", 0, 0
+    for event, value in events:
+        closes = event in ("end_map", "end_array")
+        if depth == 1:
+            if event == "map_key":
+                key = value
+                if key == _DEVICE_PATH:  # it would read as an element of devicesStatus
+                    raise MalformedStatusError(f"status body has a field named {_DEVICE_PATH!r}")
+                continue
+            if key == _DEVICES and not closes:
+                lists += 1
+                if lists > 1:
+                    raise MalformedStatusError("'devicesStatus' appears more than once")
+                if event not in ("start_array", "null"):
+                    raise MalformedStatusError("'devicesStatus' is not a list")
+            elif key in _BATCH_FIELDS and not closes:
+                fields[key] = _CONTAINER if event in ("start_map", "start_array") else value
+        elif depth == 2 and key == _DEVICES and not closes:  # an element of devicesStatus
+            if event != "start_map":
+                raise MalformedStatusError(f"devicesStatus[{count}] is not an object")
+            count += 1
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif closes:
+            depth -= 1
+    return fields, count
+
+
+def _has_surrogate_escape(content: IO[bytes]) -> bool:
+    reader, tail = _Reader(content), b""
+    while piece := reader.read(_SCAN_BYTES):
+        if _SURROGATE_ESCAPE.search(tail + piece):
+            return True
+        tail = piece[-5:]
+    return False
+
+
+def _first_line(exc: Exception) -> str:
+    text = exc.args[0] if exc.args else exc
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text).splitlines()[0] if str(text).strip() else type(exc).__name__
 
 
 # Edm.DateTime holds 1601-01-01 to 9999-12-31 (UTC). .NET writes a DateTime that was never set as
@@ -81,6 +185,7 @@ def parse_time(value: Any) -> datetime | None:
 def _parse_device(item: Any, index: int) -> DeviceStatus:
     if not isinstance(item, dict):
         raise MalformedStatusError(f"devicesStatus[{index}] is not an object")
+    item = {name: float(value) if isinstance(value, Decimal) else value for name, value in item.items()}
     status = item.get("status")
     extra = {
         name: value
@@ -110,4 +215,4 @@ def _text(value: Any) -> str | None:
         return str(value)
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, default=float)  # ijson reads a fraction as a Decimal

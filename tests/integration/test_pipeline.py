@@ -292,14 +292,15 @@ def _hostile_final_body(tracking: str) -> str:
     wide = {f"field{i}": "x" * 5000 for i in range(250)}  # 250 properties, 2.5 MB as UTF-16
     devices = [
         {"serialNumber": "BIG-1", "status": "finished", "hugeCount": 2**40, "hugerCount": 2**70,
-         "ratio": float("inf"), "longText": "😀" * 20_000, "a" * 300: "a name too long for a property"},
+         "ratio": "__1e400__", "longText": "😀" * 20_000, "a" * 300: "a name too long for a property"},
         {"serialNumber": "WIDE-1", "status": "finished", **wide},
         {"serialNumber": "FAIL-1", "status": "finished_with_errors", "errorCode": "808",
          "errorDescription": "ZtdDeviceAssignedToOtherTenant " + "<&>" * 30_000},
         *({"serialNumber": f"NOTE-{i}", "status": "finished", "note": "y" * 30_000} for i in range(150)),
     ]
     return json.dumps({"batchTrackingId": tracking, "status": "finished", "startedTime": "0001-01-01T00:00:00",
-                       "completedTime": "2026-11-24T10:00:00", "devicesStatus": devices})
+                       "completedTime": "2026-11-24T10:00:00", "devicesStatus": devices}
+                      ).replace('"__1e400__"', "1e400")  # valid JSON that no float holds
 
 
 def test_dates_and_values_table_storage_refuses_are_stored_as_what_fits(stack: Stack) -> None:

@@ -173,7 +173,7 @@ def test_a_final_marks_the_row_for_its_holder_first() -> None:
     assert plan.mark.fields["chainToken"] == FINAL_MARK + "aaaa" and plan.mark.etag == "row-etag"  # type: ignore
     # a watchdog waits the stale grace from the start of the write, not from a due time long past
     assert plan.mark.fields["nextPollAt"] == NOW  # type: ignore[attr-defined]
-    assert plan.row.chain_token == "" and plan.row.poll_count == 8 and plan.chunks == ()  # type: ignore
+    assert plan.row.chain_token == "" and plan.row.poll_count == 8 and list(plan.chunks) == []  # type: ignore
 
 
 def test_a_completed_batch_with_failed_devices_sends_device_chunks_only() -> None:

@@ -41,7 +41,7 @@ def test_every_failed_device_is_in_exactly_one_chunk_that_fits_a_queue_message()
 def test_alert_ids_are_stable_for_the_same_result_and_run_but_new_for_another_run() -> None:
     first_run = BatchContext(**{**vars(CONTEXT), "run_started_at": "2026-11-01T00:00:00+00:00"})
     second_run = BatchContext(**{**vars(CONTEXT), "run_started_at": "2026-11-02T00:00:00+00:00"})
-    assert failure_chunks(first_run, _failed(300)) == failure_chunks(first_run, _failed(300))
+    assert list(failure_chunks(first_run, _failed(300))) == list(failure_chunks(first_run, _failed(300)))
     first_ids = {chunk.alert_id for chunk in failure_chunks(first_run, _failed(300))}
     assert first_ids.isdisjoint(chunk.alert_id for chunk in failure_chunks(second_run, _failed(300)))
     assert batch_outcome_chunk(first_run, "x").alert_id != batch_outcome_chunk(second_run, "x").alert_id
@@ -69,7 +69,7 @@ DEVICE_TEXT = st.one_of(st.none(), st.text(max_size=3000), st.text(alphabet="ðŸ˜
                 min_size=1, max_size=30))
 def test_every_chunk_fits_a_queue_message_whatever_the_devices_hold(rows: list[tuple]) -> None:
     devices = tuple(DeviceStatus(a, b, c, d or "finished_with_errors", e, f) for a, b, c, d, e, f in rows)
-    chunks = failure_chunks(CONTEXT, devices)
+    chunks = list(failure_chunks(CONTEXT, devices))
     assert sum(len(chunk.devices) for chunk in chunks) == len(devices)
     for chunk in chunks:
         text = chunk.to_json()

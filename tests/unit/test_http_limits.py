@@ -6,6 +6,7 @@ import gzip
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -153,3 +154,17 @@ def test_requests_outside_a_deadline_are_not_affected(server: Callable[[Script],
     assert response.status_code == 503 and response.content == b"busy"
     with pytest.raises(requests.ConnectionError):
         pooled_session().get("http://127.0.0.1:9/", timeout=1)
+
+
+def test_a_large_answer_is_held_in_a_temporary_file_not_in_memory(server: Callable[[Script], str]) -> None:
+    document = b'{"status": "finished", "devicesStatus": [' + b",".join([b'{"serialNumber": "SN-000000"}'] * 600_000) \
+        + b"]}"  # 17 MB once inflated, 50 KB on the wire
+    url = server(_answer("200 OK", {"Content-Encoding": "gzip"}, gzip.compress(document)))
+    tracemalloc.start()
+    try:
+        answer = _get(url, max_decoded_bytes=10**8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024 < len(document)
+    assert answer.body == document  # all of it, read back from the file

@@ -1,8 +1,13 @@
+import io
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from shared.models import DeviceStatus
 from shared.status_parser import MalformedStatusError, parse_batch_status, parse_time
 
 DOC_EXAMPLE = b"""{
@@ -65,6 +70,9 @@ def test_times_with_or_without_zone(text: object, expected: datetime | None) -> 
 @pytest.mark.parametrize("body", [
     b"<html>busy</html>", b'{"status": "fini', b"[]", b'{"devicesStatus": []}', b'{"status": "finished",'
     b' "devicesStatus": {}}', b'{"status": "finished", "devicesStatus": [1]}', b"",
+    b'{"status": "finished", "devicesStatus": [], "devicesStatus": [{}]}',  # which list would be the answer?
+    b'{"status": "finished", "devicesStatus.item": {"serialNumber": "forged"}}',
+    b'{"status": "finished"} trailing', b'{"status": NaN}',
 ])
 def test_malformed_bodies_are_rejected(body: bytes) -> None:
     with pytest.raises(MalformedStatusError):
@@ -87,3 +95,45 @@ def test_times_table_storage_cannot_hold_are_absent(text: str) -> None:
 
 def test_the_earliest_storable_time_is_kept() -> None:
     assert parse_time("1601-01-01T00:00:00Z") == datetime(1601, 1, 1, tzinfo=UTC)
+
+
+TEXT = st.text(alphabet=st.sampled_from("aZ09-_ /<&>\"\\\u00e9\u5e8f\U0001f600\ud800\udc00"), max_size=12)
+SCALARS = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False) \
+    | TEXT
+DEVICES = st.lists(st.dictionaries(st.sampled_from(["serialNumber", "productKey", "deviceId", "status", "errorCode",
+                                                    "errorDescription", "modelName", "attributes", "x y"]),
+                                   SCALARS | st.dictionaries(TEXT, SCALARS, max_size=2), max_size=7), max_size=6)
+
+
+def _reference(document: dict[str, Any]) -> list[DeviceStatus]:
+    """The devices as a whole-document parse (json.loads) gives them."""
+    from shared.status_parser import _parse_device
+
+    return [_parse_device(item, index) for index, item in enumerate(document.get("devicesStatus") or [])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(DEVICES, TEXT | st.just("finished"), SCALARS)
+def test_the_streamed_answer_is_what_a_whole_document_parse_reads(devices: list[dict[str, Any]], status: str,
+                                                                   tracking: Any) -> None:
+    document = {"batchTrackingId": tracking, "status": status.strip() or "x", "devicesStatus": devices}
+    body = json.dumps(document).encode("utf-8", "surrogatepass")  # lone surrogates as \\udXXX escapes
+    batch = parse_batch_status(io.BytesIO(body))
+    reference = json.loads(body)
+    assert batch.status == reference["status"].strip().lower()
+    assert list(batch.devices) == _reference(reference) and len(batch.devices) == len(devices)
+    assert list(batch.devices) == list(batch.devices)  # each pass reads the same devices again
+    assert len(batch.failed_devices) == sum(1 for device in _reference(reference) if batch.is_failed(device))
+
+
+def test_two_passes_over_the_devices_may_run_side_by_side() -> None:
+    body = json.dumps({"status": "finished", "devicesStatus": [{"serialNumber": f"S{i}"} for i in range(5000)]})
+    batch = parse_batch_status(io.BytesIO(body.encode()))
+    pairs = list(zip(batch.devices, batch.devices, strict=True))
+    assert len(pairs) == 5000 and all(a.serial_number == b.serial_number for a, b in pairs)
+
+
+def test_a_lone_surrogate_escape_is_read_as_json_reads_it() -> None:
+    body = b'{"status": "finished", "devicesStatus": [{"serialNumber": "\\udc00SN", "errorCode": "808"}]}'
+    [device] = parse_batch_status(body).failed_devices
+    assert device.serial_number == "\udc00SN" == json.loads(body)["devicesStatus"][0]["serialNumber"]
