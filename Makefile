@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: run test bench chaos prove lint lint-infra unit deps clean
+.PHONY: run test bench bench-large chaos prove lint lint-infra unit deps clean
 
 run: deps ## Demo: Azurite + simulator + local host, a few batches tracked to their final outcome
 	$(PY) -m local.demo
@@ -14,6 +14,9 @@ test: deps lint lint-infra ## Lint, type-check, check infra/ and run every test 
 
 bench: deps ## Benchmark: cost per poll, throughput, persistence, memory, start-up, polling efficiency
 	$(PY) -m bench.run
+
+bench-large: deps ## Benchmark figure 10 alone at 100,000 devices (about an hour on 2 cores with Azurite)
+	$(PY) -m bench.run --only large_batch --large-devices 100000
 
 chaos: deps ## Faults, SIGKILLs, an Azurite restart, duplicates and hostile input; fails if anything is lost
 	$(PY) -m local.chaos

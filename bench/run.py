@@ -4,6 +4,7 @@ a ceiling measured in the same run, on a fresh Azurite per figure (Azurite slows
 its clean-up). One module per figure; this one runs them and prints the results.
 
     python -m bench.run [--quick]
+    python -m bench.run --only large_batch --large-devices 100000   (make bench-large: figure 10 alone)
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--large-devices", type=int, default=20_000, help="devices in the batch of figure 10")
+    parser.add_argument("--only", choices=["large_batch"],
+                        help="run this figure alone; its results go to bench/results/<figure>-latest.json")
     args = parser.parse_args(argv)
     quick = args.quick
     logging.basicConfig(level=logging.WARNING)
@@ -61,16 +64,23 @@ def main(argv: list[str] | None = None) -> int:
         ("large_batch", lambda: large_batch(2000 if quick else args.large_devices)),
     ]
     for name, step in steps:
+        if args.only and name != args.only:
+            continue
         print(f"... {name} ({time.monotonic() - started:.0f} s so far)", file=sys.stderr, flush=True)
         results[name] = step()
-    results["persistence"], results["memory"] = results.pop("persistence_and_memory")
     results["wall_seconds"] = round(time.monotonic() - started)
-    _print(results)
+    prefix = args.only.replace("_", "-") if args.only else "bench"
+    if args.only:
+        _print_large(results["large_batch"])
+    else:
+        results["persistence"], results["memory"] = results.pop("persistence_and_memory")
+        _print(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for path in (RESULTS / f"bench-{stamp}.json", *(() if quick else (RESULTS / "latest.json",))):
+    latest = RESULTS / (f"{prefix}-latest.json" if args.only else "latest.json")
+    for path in (RESULTS / f"{prefix}-{stamp}.json", *(() if quick else (latest,))):
         path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {RESULTS / f'bench-{stamp}.json'}" + ("" if quick else f" and {RESULTS / 'latest.json'}"))
+    print(f"\nwritten to {RESULTS / f'{prefix}-{stamp}.json'}" + ("" if quick else f" and {latest}"))
     return 0
 
 
@@ -134,7 +144,10 @@ def _print(results: dict[str, Any]) -> None:
     _print_learned(results["learned_schedule"])
     _print_fleet("9a. fleet throttling on the real stack", results["fleet_throttling"])
     _print_fleet("9b. fleet throttling in virtual time", results["fleet_virtual"])
-    large = results["large_batch"]
+    _print_large(results["large_batch"])
+
+
+def _print_large(large: dict[str, Any]) -> None:
     print(f"10. a batch of {large['devices']} devices ({large['json_bytes'] / 1e6:.1f} MB of JSON): final after "
           f"{large['seconds_to_final']} s in {large['invocations']} invocations, the longest "
           f"{large['longest_invocation_seconds']} s; peak RSS grew {large['rss_growth_bytes'] / 1e6:.1f} MB; rows/s "
