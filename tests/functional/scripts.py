@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from shared.models import BatchStatus, DeviceStatus
 from shared.policy import Denied, NotFound, PollResult, StatusReceived, Throttled, TooLarge, Transient
+from shared.status_parser import parse_batch_status
 
 Script = Callable[[datetime, int], PollResult]
 FAULTS: dict[str, PollResult] = {
@@ -25,7 +27,11 @@ def devices(serials: Sequence[str], failing: Sequence[str] = ()) -> tuple[Device
 
 def finishes(started: datetime, after: timedelta, final: tuple[DeviceStatus, ...], status: str = "finished",
              faults: Sequence[str] = ()) -> Script:
-    """Queued, then processing, then final from started + after on; the first calls answer the faults."""
+    """Queued, then processing, then final from started + after on; the first calls answer the faults. The final
+    answer is read as the client reads it (the parser's devices, parsed from the body on each pass)."""
+    answered = parse_batch_status(json.dumps({"status": status, "devicesStatus": [
+        {"serialNumber": d.serial_number, "productKey": d.product_key, "deviceId": d.device_id, "status": d.status,
+         "errorCode": d.error_code, "errorDescription": d.error_description, **d.extra} for d in final]}))
 
     def answer(now: datetime, call: int) -> PollResult:
         if call < len(faults):
@@ -33,7 +39,7 @@ def finishes(started: datetime, after: timedelta, final: tuple[DeviceStatus, ...
         if now < started + after:
             in_progress = tuple(DeviceStatus(d.serial_number, None, None, "processing", None, None) for d in final)
             return StatusReceived(BatchStatus(None, "processing", started, None, in_progress))
-        return StatusReceived(BatchStatus(None, status, started, started + after, final))
+        return StatusReceived(BatchStatus(None, answered.status, started, started + after, answered.devices))
 
     return answer
 
