@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from .alert_routes import AlertRoute, RouteTableError, parse_routes
 from .policy import PollingPolicy
 
 AUTH_MODES = ("client_secret", "certificate", "managed_identity_federation", "default", "simulator")
@@ -103,6 +104,8 @@ class AlertSettings(StorageNames):
     alert_max_attempts: int = 10
     alert_retry_initial_delay: float = 30.0
     alert_retry_max_delay: float = 3600.0
+    alert_routes: tuple[AlertRoute, ...] = ()  # ALERT_ROUTES, in order
+    route_wait: float = 300.0  # how long an alert whose route is broken waits before it is tried again
 
     def __repr__(self) -> str:  # the webhook URL is a secret
         return f"{type(self).__name__}(failure_queue={self.failure_queue!r}, format={self.alert_webhook_format!r})"
@@ -200,12 +203,36 @@ def _alert_fields(reader: _Reader) -> dict[str, Any]:
     if webhook_format not in ALERT_FORMATS:
         raise ConfigError(f"ALERT_WEBHOOK_FORMAT must be one of {', '.join(ALERT_FORMATS)}, got {webhook_format!r}")
     webhook_url = reader.optional("ALERT_WEBHOOK_URL")
-    if webhook_url and urlsplit(webhook_url).scheme not in ("https", "http"):
-        raise ConfigError("ALERT_WEBHOOK_URL must be an http(s) URL")
-    if webhook_url and urlsplit(webhook_url).scheme == "http" and not is_loopback_url(webhook_url):
-        raise ConfigError("ALERT_WEBHOOK_URL must use https unless it points at a loopback address")
-    return {"alert_webhook_url": webhook_url, "alert_webhook_format": webhook_format,
-            **reader.numbers(AlertSettings, ALERT_NUMBERS)}
+    problem = webhook_url and webhook_url_problem(webhook_url)
+    if problem:
+        raise ConfigError(f"ALERT_WEBHOOK_URL {problem}")
+    try:
+        routes = parse_routes(reader.optional("ALERT_ROUTES"), ALERT_FORMATS, webhook_format, reader.route_url)
+    except RouteTableError as exc:
+        raise ConfigError(f"ALERT_ROUTES {exc}") from exc
+    return {"alert_webhook_url": webhook_url, "alert_webhook_format": webhook_format, "alert_routes": routes,
+            "route_wait": settings_retry_seconds(reader.env), **reader.numbers(AlertSettings, ALERT_NUMBERS)}
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why a webhook URL cannot be used, or None."""
+    if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname:
+        return "must be an http(s) URL"
+    if urlsplit(url).scheme == "http" and not is_loopback_url(url):
+        return "must use https unless it points at a loopback address"
+    return None
+
+
+DEFAULT_SETTINGS_RETRY_SECONDS = 300.0
+
+
+def settings_retry_seconds(env: Mapping[str, str]) -> float:
+    """SETTINGS_RETRY_SECONDS, read on its own so that it works when other settings do not."""
+    try:
+        value = float(env.get("SETTINGS_RETRY_SECONDS", DEFAULT_SETTINGS_RETRY_SECONDS))
+    except ValueError:
+        return DEFAULT_SETTINGS_RETRY_SECONDS
+    return min(max(value, 1.0), 3600.0) if value == value else DEFAULT_SETTINGS_RETRY_SECONDS
 
 
 def load_storage_settings(env: Mapping[str, str]) -> StorageSettings:
@@ -336,6 +363,21 @@ def _plain(number: float) -> str:
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        return self._env
+
+    def route_url(self, name: str) -> tuple[str | None, str | None]:
+        """An alert route's webhook URL setting: (url, None), or (None, why it cannot be used)."""
+        try:
+            url = self.optional(name)
+        except ConfigError as exc:
+            return None, str(exc)
+        if url is None:
+            return None, f"{name} is not set"
+        problem = webhook_url_problem(url)
+        return (None, f"{name} {problem}") if problem else (url, None)
 
     def optional(self, name: str) -> str | None:
         value = self._env.get(name)

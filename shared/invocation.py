@@ -25,12 +25,11 @@ from pathlib import Path
 
 from . import telemetry
 from .app import storage_clients
-from .config import QUEUE_NAMES, ConfigError, StorageNames, default_of
+from .config import QUEUE_NAMES, ConfigError, StorageNames, default_of, settings_retry_seconds
 from .log import context_logger
 from .poison import send_to_poison
 from .storage import queue_delay
 
-DEFAULT_SETTINGS_RETRY_SECONDS = 300.0
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 Handler = Callable[[bytes, str, int], None]
@@ -89,21 +88,12 @@ def _host_json_max_dequeue_count() -> int:
         return 5
 
 
-def settings_retry_seconds() -> float:
-    """SETTINGS_RETRY_SECONDS, read on its own so that it works when other settings do not."""
-    try:
-        value = float(os.environ.get("SETTINGS_RETRY_SECONDS", DEFAULT_SETTINGS_RETRY_SECONDS))
-    except ValueError:
-        return DEFAULT_SETTINGS_RETRY_SECONDS
-    return min(max(value, 1.0), 3600.0) if value == value else DEFAULT_SETTINGS_RETRY_SECONDS
-
-
 _last_logged: dict[str, float] = {}
 _log_lock = threading.Lock()
 
 
 def _wait_for_settings(function: QueueFunction, body: bytes, message_id: str, error: ConfigError) -> None:
-    delay = settings_retry_seconds()
+    delay = settings_retry_seconds(os.environ)
     storage_clients().send(_queue_name(function), body.decode("utf-8", "replace"),
                            visibility_timeout=queue_delay(delay))
     key = f"{function.name}: {error}"

@@ -286,10 +286,9 @@ class FakeAlertLog:
 class FakeWebhook:
     """Records every alert it accepted; answers can be scripted (a DeliveryResult each)."""
 
-    host = "webhook.test"
-
-    def __init__(self, faults: Faults) -> None:
+    def __init__(self, faults: Faults, host: str = "webhook.test") -> None:
         self.faults = faults
+        self.host = host
         self.delivered: list[dict[str, Any]] = []
         self.answers: list[DeliveryResult] = []
 

@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from shared.config import load_settings
 from shared.failure_alerts import FailureNotifier
@@ -103,6 +104,7 @@ class App:
     status_check: StatusCheck
     notifier: FailureNotifier
     host: FunctionsHost
+    route_webhooks: dict[str, FakeWebhook]  # by URL: the webhooks of ALERT_ROUTES
 
     @classmethod
     def build(cls, seed: int = 1, **settings: str) -> App:
@@ -113,10 +115,24 @@ class App:
         tokens = (f"{n:032x}" for n in range(1, 10**9))
         status_check = StatusCheck(config, queues, store, partner_center, clock=clock, rng=random.Random(seed),
                                    new_token=lambda: next(tokens), monotonic=lambda: clock().timestamp())
-        notifier = FailureNotifier(config, queues, alert_log, webhook, clock=clock)
+        route_webhooks: dict[str, FakeWebhook] = {}
+
+        def route_webhook(url: str) -> FakeWebhook:
+            return route_webhooks.setdefault(url, FakeWebhook(faults, urlsplit(url).hostname or "?"))
+
+        notifier = FailureNotifier(config, queues, alert_log, webhook, clock=clock, route_sender=route_webhook)
         host = FunctionsHost(queues, {config.status_queue: status_check.handle, config.failure_queue:
                                       lambda body, message_id, _: notifier.handle(body, message_id)})
-        return cls(clock, faults, queues, store, alert_log, webhook, partner_center, status_check, notifier, host)
+        return cls(clock, faults, queues, store, alert_log, webhook, partner_center, status_check, notifier, host,
+                   route_webhooks)
+
+    def restart_notifier(self, **settings: str) -> None:
+        """notify_failures started again with these settings, as a fixed setting restarts the app on Azure."""
+        config = load_settings({**SETTINGS, **settings})
+        notifier = FailureNotifier(config, self.queues, self.alert_log, self.webhook, clock=self.clock,
+                                   route_sender=self.notifier._route_sender)
+        self.notifier = notifier
+        self.host.handlers[config.failure_queue] = lambda body, message_id, _: notifier.handle(body, message_id)
 
     def run_until_idle(self, horizon: timedelta = timedelta(days=3), max_steps: int = 10_000) -> None:
         """Deliver every message as it becomes visible, moving the clock forward, until nothing is left (or the

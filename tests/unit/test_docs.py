@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared import invocation, telemetry
+from shared import config, telemetry
 from shared.audit.cli import build_parser
 from shared.config import (
     ALERT_NUMBERS,
@@ -75,7 +75,7 @@ def _settings_read_by_the_code() -> set[str]:
 
 
 def _code_defaults() -> dict[str, object]:
-    defaults: dict[str, object] = {"SETTINGS_RETRY_SECONDS": invocation.DEFAULT_SETTINGS_RETRY_SECONDS,
+    defaults: dict[str, object] = {"SETTINGS_RETRY_SECONDS": config.DEFAULT_SETTINGS_RETRY_SECONDS,
                                    "ALERT_WEBHOOK_FORMAT": default_of(AlertSettings, "alert_webhook_format")}
     for owner, table in [(PollingPolicy, POLICY_NUMBERS), (PollingSettings, POLLING_NUMBERS),
                          (AlertSettings, ALERT_NUMBERS), (PartnerCenterSettings, PARTNER_CENTER_NUMBERS)]:
