@@ -206,3 +206,21 @@ def test_a_copy_whose_claim_was_taken_over_never_overwrites_the_alert_log(stack:
     [row] = stack.rows("ALERT_TABLE_NAME")
     assert row["status"] == "sent" and "lastError" not in row
     assert log.claim(tracking, alert_id, start + timedelta(seconds=600)).already_sent
+
+
+def test_a_customer_s_route_takes_its_alerts_to_its_own_webhook_in_its_format(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    routed, other = str(uuid.uuid4()), str(uuid.uuid4())
+    monkeypatch.setenv("ALERT_ROUTES", json.dumps(
+        [{"customer": routed, "webhook": "ALERT_WEBHOOK_URL_ROUTED", "format": "slack"}]))
+    monkeypatch.setenv("ALERT_WEBHOOK_URL_ROUTED", stack.receiver.url + "/hooks/routed-team")
+    routed_batch, other_batch = _failing_batch(stack, routed, failing=1), _failing_batch(stack, other, failing=1)
+    stack.start_host()
+    for customer, tracking in ((routed, routed_batch), (other, other_batch)):
+        stack.send({"customerId": customer, "batchTrackingId": tracking})
+
+    alerts = wait_for(lambda: stack.alerts() if len(stack.alerts()) >= 2 else None, 60, "both alerts")
+    by_path = {alert["path"]: alert["body"] for alert in alerts}
+    assert set(by_path) == {"/hooks/routed-team", "/hooks/secret-token-abc"}
+    assert "blocks" in by_path["/hooks/routed-team"] and routed_batch in json.dumps(by_path["/hooks/routed-team"])
+    assert by_path["/hooks/secret-token-abc"]["batchTrackingId"] == other_batch
