@@ -131,7 +131,7 @@ class PartnerCenterClient:
         code = answer.status_code
         if code == 200:
             try:
-                batch = parse_batch_status(answer.body)
+                batch = parse_batch_status(answer.content)  # a stream over the spooled body
             except MalformedStatusError as exc:
                 return Transient(f"malformed status body: {exc}")
             if batch.batch_tracking_id not in (None, batch_tracking_id):

@@ -39,8 +39,14 @@ _CONTAINER = object()  # a batch field that holds an object or a list
 _FAST, _EXACT = ijson, ijson.get_backend("python")
 # Numbers: ijson reads a fraction or an exponent as a Decimal (1e400 included, which a float cannot hold); a
 # device's are turned into floats as json.loads turns them (1e400 is inf). NaN and Infinity are not JSON.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_SCAN_BYTES = 1024 * 1024
+# It also mishandles an integer longer than Python converts (4,300 digits): its error leaves the interpreter
+# in a state that crashed the process on a later parse. A run of 1,000 digits anywhere sends the answer there.
+_UNPAIRED_SURROGATE = re.compile(  # an unpaired high surrogate escape, or a low one alone
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]")
+_LONG_DIGIT_RUN = re.compile(rb"[0-9]{1000}")
+_SCAN_OVERLAP = 1000
+MAX_DEPTH = 64  # objects and lists inside each other: BatchUploadDetails needs 4
+_SCAN_BYTES = 64 * 1024
 
 
 class MalformedStatusError(ValueError):
@@ -82,10 +88,12 @@ class _Reader:
 def parse_batch_status(body: bytes | str | IO[bytes]) -> BatchStatus:
     content: IO[bytes] = io.BytesIO(body.encode("utf-8") if isinstance(body, str) else body) \
         if isinstance(body, (bytes, str)) else body
-    backend = _EXACT if _has_surrogate_escape(content) else _FAST
+    backend = _EXACT if _needs_exact_parser(content) else _FAST
     try:
         fields, count = _scan(_Reader(content), backend)
-    except (ijson.JSONError, UnicodeDecodeError) as exc:
+    except MalformedStatusError:
+        raise
+    except (ijson.JSONError, ValueError) as exc:  # ValueError: invalid UTF-8, an integer Python cannot hold
         raise MalformedStatusError(f"status body is not JSON: {_first_line(exc)}") from exc
     status = fields.get("status")
     if not isinstance(status, str) or not status.strip():
@@ -131,17 +139,20 @@ def _scan(reader: _Reader, backend: Any) -> tuple[dict[str, Any], int]:
             count += 1
         if event in ("start_map", "start_array"):
             depth += 1
+            if depth > MAX_DEPTH:
+                raise MalformedStatusError(f"status body nests objects and lists over {MAX_DEPTH} deep")
         elif closes:
             depth -= 1
     return fields, count
 
 
-def _has_surrogate_escape(content: IO[bytes]) -> bool:
+def _needs_exact_parser(content: IO[bytes]) -> bool:
     reader, tail = _Reader(content), b""
     while piece := reader.read(_SCAN_BYTES):
-        if _SURROGATE_ESCAPE.search(tail + piece):
+        text = tail + piece
+        if (b"\\u" in text and _UNPAIRED_SURROGATE.search(text)) or _LONG_DIGIT_RUN.search(text):
             return True
-        tail = piece[-5:]
+        tail = piece[-_SCAN_OVERLAP:]
     return False
 
 

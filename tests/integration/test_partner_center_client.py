@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -335,3 +336,18 @@ def test_the_simulators_rate_limits_answer_429_until_the_window_ends(sim: Simula
     assert isinstance(answers[1], Throttled)  # the 5th for the partner: over the partner's limit
     time.sleep(2.1)  # the next window
     assert type(client.get_batch_status(CUSTOMER, tracking, "c")).__name__ == "StatusReceived"
+
+
+def test_a_large_answer_is_parsed_from_its_temporary_file_not_held_in_memory(sim: SimulatorServer) -> None:
+    tracking = _upload(sim, [{"serialNumber": f"SN-{i:06}", "productKey": f"PK-{i:06}"} for i in range(20_000)])
+    client = _client(sim)
+    assert isinstance(client.get_batch_status(CUSTOMER, tracking, "c"), StatusReceived)  # the simulator settles
+    tracemalloc.start()
+    try:
+        result = client.get_batch_status(CUSTOMER, tracking, "c")
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(result, StatusReceived) and len(result.batch.devices) == 20_000
+    assert retained < 2 * 1024 * 1024  # the answer is about 3 MB; only its first MiB may stay in memory
+    assert sum(1 for device in result.batch.devices if device.serial_number) == 20_000

@@ -73,6 +73,9 @@ def test_times_with_or_without_zone(text: object, expected: datetime | None) -> 
     b'{"status": "finished", "devicesStatus": [], "devicesStatus": [{}]}',  # which list would be the answer?
     b'{"status": "finished", "devicesStatus.item": {"serialNumber": "forged"}}',
     b'{"status": "finished"} trailing', b'{"status": NaN}',
+    b'{"status": "finished", "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",  # memory would grow with depth squared
+    b'{"status": "finished", "devicesStatus": [{"errorCode": ' + b"[" * 65 + b"]" * 65 + b"}]}",
+    b'{"status": "finished", "devicesStatus": [{"errorCode": ' + b"9" * 5000 + b"}]}",  # over Python's int digits
 ])
 def test_malformed_bodies_are_rejected(body: bytes) -> None:
     with pytest.raises(MalformedStatusError):
@@ -137,3 +140,28 @@ def test_a_lone_surrogate_escape_is_read_as_json_reads_it() -> None:
     body = b'{"status": "finished", "devicesStatus": [{"serialNumber": "\\udc00SN", "errorCode": "808"}]}'
     [device] = parse_batch_status(body).failed_devices
     assert device.serial_number == "\udc00SN" == json.loads(body)["devicesStatus"][0]["serialNumber"]
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    from shared.status_parser import MAX_DEPTH
+
+    nested = b"[" * (MAX_DEPTH - 3) + b"]" * (MAX_DEPTH - 3)  # the body, devicesStatus and the device hold it
+    [device] = parse_batch_status(b'{"status": "finished", "devicesStatus": [{"errorCode": ' + nested + b"}]}").devices
+    assert device.error_code is not None and device.error_code.startswith("[[")
+
+
+def test_only_an_unpaired_surrogate_escape_or_a_long_digit_run_needs_the_slow_parser() -> None:
+    from shared.status_parser import _needs_exact_parser
+
+    assert not _needs_exact_parser(io.BytesIO(b'{"s": "\\ud83d\\ude00 \\u00e9"}'))
+    for text in (b'"\\ud800"', b'"\\udc00"', b'"\\ud800\\ud800"', b'"\\ud83d x\\ude00"', b"[" + b"1" * 1000 + b"]"):
+        assert _needs_exact_parser(io.BytesIO(text)), text
+
+
+def test_hostile_answers_one_after_another_are_each_malformed() -> None:
+    """The C parser crashed the process on a long integer after another hostile answer; each is refused now."""
+    deep = b'{"status": "finished", "devicesStatus": [{"errorCode": ' + b"[" * 65 + b"]" * 65 + b"}]}"
+    digits = b'{"status": "finished", "devicesStatus": [{"errorCode": ' + b"9" * 5000 + b"}]}"
+    for body in (deep, digits, deep, digits):
+        with pytest.raises(MalformedStatusError):
+            parse_batch_status(body)
