@@ -32,6 +32,9 @@ param partnerCenterClientId string
 ])
 param alertWebhookFormat string = 'teams'
 
+@description('When the daily digest is sent: an NCRONTAB expression in UTC (seconds first). Default 07:00 every day.')
+param digestSchedule string = '0 0 7 * * *'
+
 @description('Most instances the app may scale out to. Partner Center throttles per partner, so keep it modest.')
 @minValue(1)
 @maxValue(1000)
@@ -175,6 +178,7 @@ module app 'modules/functionapp.bicep' = {
     partnerCenterTenantId: partnerCenterTenantId
     partnerCenterClientId: partnerCenterClientId
     alertWebhookFormat: alertWebhookFormat
+    digestSchedule: digestSchedule
     statusQueueName: statusQueueName
     failureQueueName: failureQueueName
     tableNames: tableNames

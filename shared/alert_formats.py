@@ -59,6 +59,8 @@ def query_hint(tracking_id: str) -> str:
 
 
 def title(chunk: dict[str, Any]) -> str:
+    if chunk["type"] == "daily_digest":
+        return digest_title(chunk["digest"])
     if chunk["type"] == "batch_outcome":
         return f"Device batch ended without a result: {chunk['outcome']}"
     failed = chunk.get("failedDeviceCount") or len(chunk["devices"])
@@ -66,8 +68,75 @@ def title(chunk: dict[str, Any]) -> str:
 
 
 def render(chunk: dict[str, Any], alert_format: str) -> dict[str, Any]:
+    if chunk["type"] == "daily_digest":
+        return {"generic": render_digest_generic, "teams": render_digest_teams,
+                "slack": render_digest_slack}[alert_format](chunk)
     renderer = {"generic": render_generic, "teams": render_teams, "slack": render_slack}[alert_format]
     return renderer(chunk)
+
+
+# --- the daily digest -------------------------------------------------------------------------------------
+def digest_title(digest: dict[str, Any]) -> str:
+    if digest["empty"]:
+        return f"batchwatch, {digest['day']}: no batch finalised, none pending too long, no poison messages"
+    final = sum(digest["finalizedByOutcome"].values())
+    failed = sum(entry["failedDevices"] for entry in digest["topCustomers"])
+    return f"batchwatch, {digest['day']}: {final} batch(es) finalised, {failed} failed device(s)"
+
+
+def digest_sections(digest: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The digest as titled lists of lines, the same in every format."""
+    pending = digest["pendingOverThreshold"]
+    codes = [f"{code}: {count}" for code, count in digest["failedDevicesByErrorCode"].items()]
+    if digest["errorCodesNotListed"]:
+        codes.append(f"{digest['errorCodesNotListed']} more error code(s) not listed")
+    return [
+        ("Batches finalised, by outcome",
+         [f"{outcome}: {count}" for outcome, count in digest["finalizedByOutcome"].items()] or ["none"]),
+        ("Failed devices, by error code", codes or ["none"]),
+        ("Customers with the most failed devices",
+         [f"{entry['customerId']}: {entry['failedDevices']} device(s) in {entry['batches']} batch(es)"
+          for entry in digest["topCustomers"]] or ["none"]),
+        (f"Batches pending for more than {pending['thresholdHours']:g} hours: {pending['count']}",
+         [f"{entry['batchTrackingId']} (customer {entry['customerId']}, first seen {entry['firstSeenAt']})"
+          for entry in pending["oldest"]]
+         + ([f"{pending['count'] - len(pending['oldest'])} more: python -m shared.audit pending"]
+            if pending["count"] > len(pending["oldest"]) else [])),
+        ("Messages in poison queues",
+         [f"{queue}: {count}" for queue, count in digest["poisonMessages"].items()]
+         + (["see python -m shared.audit poison list"] if any(digest["poisonMessages"].values()) else [])),
+    ]
+
+
+def render_digest_generic(chunk: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "daily_digest", "alertId": chunk["alertId"], "title": digest_title(chunk["digest"]),
+            **chunk["digest"]}
+
+
+def render_digest_teams(chunk: dict[str, Any]) -> dict[str, Any]:
+    digest = chunk["digest"]
+    body: list[dict[str, Any]] = [{"type": "TextBlock", "text": digest_title(digest), "weight": "Bolder",
+                                   "size": "Medium", "wrap": True}]
+    if not digest["empty"]:
+        for heading, lines in digest_sections(digest):
+            body.append({"type": "TextBlock", "text": heading, "weight": "Bolder", "wrap": True})
+            body.extend({"type": "TextBlock", "text": _cut(line, 300), "wrap": True, "spacing": "None"}
+                        for line in lines)
+    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+            "version": "1.4", "body": body, "msteams": {"width": "Full"}}
+    return {"type": "message", "attachments": [
+        {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+
+
+def render_digest_slack(chunk: dict[str, Any]) -> dict[str, Any]:
+    digest = chunk["digest"]
+    heading = _cut(digest_title(digest), 150)
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": heading}}]
+    if not digest["empty"]:
+        for section, lines in digest_sections(digest):
+            text = f"*{_mrkdwn(section)}*\n" + "\n".join(_mrkdwn(line) for line in lines)
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut_escaped(text, SLACK_TEXT_LIMIT)}})
+    return {"text": _mrkdwn(heading), "blocks": blocks}
 
 
 def render_generic(chunk: dict[str, Any]) -> dict[str, Any]:

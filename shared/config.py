@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .alert_routes import AlertRoute, RouteTableError, parse_routes
+from .digest import EMPTY_DAY_CHOICES, DigestSettings
 from .policy import PollingPolicy
 
 AUTH_MODES = ("client_secret", "certificate", "managed_identity_federation", "default", "simulator")
@@ -233,6 +234,15 @@ def settings_retry_seconds(env: Mapping[str, str]) -> float:
     except ValueError:
         return DEFAULT_SETTINGS_RETRY_SECONDS
     return min(max(value, 1.0), 3600.0) if value == value else DEFAULT_SETTINGS_RETRY_SECONDS
+
+
+def load_digest_settings(env: Mapping[str, str]) -> DigestSettings:
+    reader = _Reader(env)
+    empty_day = reader.text("DIGEST_EMPTY_DAY", DigestSettings.empty_day).lower()
+    if empty_day not in EMPTY_DAY_CHOICES:
+        raise ConfigError(f"DIGEST_EMPTY_DAY must be one of {', '.join(EMPTY_DAY_CHOICES)}, got {empty_day!r}")
+    hours = reader.seconds("DIGEST_PENDING_HOURS", DigestSettings.pending_hours, 1, 24 * 30)
+    return DigestSettings(pending_hours=hours, empty_day=empty_day)
 
 
 def load_storage_settings(env: Mapping[str, str]) -> StorageSettings:

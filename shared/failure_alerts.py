@@ -156,6 +156,10 @@ class FailureNotifier:
 
     @staticmethod
     def _log_only(chunk: FailureChunk, log: ContextLogger) -> None:
+        if chunk.digest is not None:
+            log.warning("DIGEST %s (ALERT_WEBHOOK_URL is not set, so alerts only go to the log)",
+                        render(chunk.document(), "generic"))
+            return
         devices = list(chunk.devices)
         by_code = ", ".join(f"{count.label}: {count.count}" for count in code_counts(devices)) or "none"
         log.warning(

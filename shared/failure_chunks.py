@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
@@ -25,7 +26,9 @@ MESSAGE_BUDGET_BYTES = 60 * 1024
 # fields at this size stay far inside one message whatever characters they hold.
 FIELD_BUDGET_BYTES = 2048
 DEVICE_FIELDS = ("serialNumber", "productKey", "deviceId", "status", "errorCode", "errorDescription")
-CHUNK_TYPES = ("device_failures", "batch_outcome")
+DAILY_DIGEST = "daily_digest"
+CHUNK_TYPES = ("device_failures", "batch_outcome", DAILY_DIGEST)
+MAX_DIGEST_ENTRIES = 50  # per list or map in a digest
 DELIVERY_KEY = "_delivery"  # notify_failures' own retry count, added when it requeues a chunk
 MAX_REASON_CHARS = 1024
 MAX_SOURCE_CHARS = 256
@@ -72,6 +75,7 @@ class FailureChunk:
     correlation_id: str | None = None
     source: str | None = None
     reason: str | None = None
+    digest: dict[str, Any] | None = None  # a daily_digest's figures (see shared/digest.py)
     delivery_attempt: int = field(default=0, compare=False)  # how often notify_failures has tried to send it
 
     def document(self) -> dict[str, Any]:
@@ -94,6 +98,8 @@ class FailureChunk:
             document["source"] = self.source
         if self.reason is not None:
             document["reason"] = self.reason
+        if self.digest is not None:
+            document["digest"] = self.digest
         document["devices"] = list(self.devices)
         return document
 
@@ -139,6 +145,7 @@ class FailureChunk:
             correlation_id=_guid(document, "correlationId") if document.get("correlationId") is not None else None,
             source=_text(document, "source", MAX_SOURCE_CHARS),
             reason=_text(document, "reason", MAX_REASON_CHARS * 2),
+            digest=_digest(document.get("digest")) if document["type"] == DAILY_DIGEST else None,
             delivery_attempt=_delivery_attempt(document.get(DELIVERY_KEY)),
         )
 
@@ -227,6 +234,58 @@ def _chunk(context: BatchContext, kind: str, alert: str, index: int, total: int,
         in_progress_device_count=context.in_progress_device_count, correlation_id=context.correlation_id,
         source=context.source,
     )
+
+
+def digest_alert_id(day: date) -> str:
+    """One alert id per day: every digest of that day is the same alert, sent once."""
+    return str(uuid.uuid5(_ALERT_NAMESPACE, f"{DAILY_DIGEST}/{day.isoformat()}"))
+
+
+def _digest(value: Any) -> dict[str, Any]:
+    """A digest's figures, rebuilt from what the message holds, each checked."""
+    if not isinstance(value, dict):
+        raise BadChunkError("daily_digest chunk has no digest object")
+    try:
+        day = date.fromisoformat(str(value.get("day")))
+    except ValueError as exc:
+        raise BadChunkError("daily_digest chunk's digest.day is not a date") from exc
+    pending = value.get("pendingOverThreshold")
+    if not isinstance(pending, dict) or not isinstance(value.get("empty"), bool):
+        raise BadChunkError("daily_digest chunk's digest lacks pendingOverThreshold or empty")
+    hours = pending.get("thresholdHours")
+    if not isinstance(hours, (int, float)) or isinstance(hours, bool) or not 0 <= hours <= 10_000:
+        raise BadChunkError("daily_digest chunk's digest.pendingOverThreshold.thresholdHours is not a number")
+    return {
+        "day": day.isoformat(),
+        "empty": value["empty"],
+        "finalizedByOutcome": _tally(value, "finalizedByOutcome"),
+        "failedDevicesByErrorCode": _tally(value, "failedDevicesByErrorCode"),
+        "errorCodesNotListed": _count(value, "errorCodesNotListed"),
+        "topCustomers": [{"customerId": _guid(entry, "customerId"), "failedDevices": _count(entry, "failedDevices"),
+                          "batches": _count(entry, "batches")} for entry in _entries(value, "topCustomers")],
+        "pendingOverThreshold": {"count": _count(pending, "count"), "thresholdHours": hours, "oldest": [
+            {"customerId": _guid(entry, "customerId"), "batchTrackingId": _guid(entry, "batchTrackingId"),
+             "firstSeenAt": _text(entry, "firstSeenAt", 64) or ""} for entry in _entries(pending, "oldest")]},
+        "poisonMessages": _tally(value, "poisonMessages"),
+    }
+
+
+def _tally(document: Mapping[str, Any], name: str) -> dict[str, int]:
+    value = document.get(name)
+    if not isinstance(value, dict) or len(value) > MAX_DIGEST_ENTRIES:
+        raise BadChunkError(f"daily_digest chunk's {name} is not an object of at most {MAX_DIGEST_ENTRIES} counts")
+    for key in value:
+        if len(key) > 200:
+            raise BadChunkError(f"daily_digest chunk's {name} has a name longer than 200 characters")
+    return {key: _count(value, key) for key in value}
+
+
+def _entries(document: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    value = document.get(name)
+    if (not isinstance(value, list) or len(value) > MAX_DIGEST_ENTRIES
+            or not all(isinstance(entry, dict) for entry in value)):
+        raise BadChunkError(f"daily_digest chunk's {name} is not a list of at most {MAX_DIGEST_ENTRIES} objects")
+    return value
 
 
 def _reject_constant(name: str) -> Any:

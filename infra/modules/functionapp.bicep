@@ -15,6 +15,7 @@ param partnerCenterAuth string
 param partnerCenterTenantId string
 param partnerCenterClientId string
 param alertWebhookFormat string
+param digestSchedule string
 param statusQueueName string
 param failureQueueName string
 param tableNames object
@@ -97,6 +98,10 @@ var appSettings = [
   {
     name: 'ALERT_WEBHOOK_FORMAT'
     value: alertWebhookFormat
+  }
+  {
+    name: 'DIGEST_SCHEDULE'
+    value: digestSchedule
   }
 ]
 

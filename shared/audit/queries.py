@@ -5,7 +5,8 @@
 - batches: BatchUploadStatus partition query (PartitionKey = <customer>) with time and outcome filters.
 - device: DeviceUploadHistory partition query (PartitionKey = sn~<serial> or pk~<product key>).
 - summary --customer: a partition query, then DeviceUploadStatus partition queries of the failed batches.
-- summary without --customer, pending: a filtered query over BatchUploadStatus (one row per batch).
+- summary without --customer, pending, and the daily digest's finalized and pending_since: a filtered query
+  over BatchUploadStatus (one row per batch).
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ class AuditQueries:
         # Customer ids are GUIDs; batchwatch's own rows (~tracking, ~throttle) sort after them.
         query, parameters = _filters("PartitionKey lt @own", since, until, outcome)
         yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", **parameters)
+
+    def finalized(self, since: datetime, until: datetime) -> Iterator[Row]:
+        """Batches finalised in [since, until): a filtered query, one row per batch."""
+        query = "PartitionKey lt @own and finalizedAt ge @since and finalizedAt lt @until"
+        yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", since=since, until=until)
+
+    def pending_since(self, before: datetime) -> Iterator[Row]:
+        """Batches still pending that were first seen before then."""
+        query = "PartitionKey lt @own and outcome eq @pending and firstSeenAt lt @before"
+        yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", pending="pending",
+                              before=before)
 
     def pending(self) -> list[Row]:
         rows = list(self.all_batches(outcome="pending"))

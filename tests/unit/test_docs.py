@@ -27,6 +27,7 @@ from shared.config import (
     PollingSettings,
     StorageNames,
     default_of,
+    load_digest_settings,
     load_settings,
 )
 from shared.policy import PollingPolicy
@@ -70,7 +71,10 @@ def _settings_read_by_the_code() -> set[str]:
     names: set[str] = {"SETTINGS_RETRY_SECONDS", telemetry.CONNECTION_STRING_SETTING}
     for env in _environments():
         load_settings(env)
+        load_digest_settings(env)
         names |= env.read
+    for binding in ROOT.glob("*/function.json"):  # binding expressions: %SETTING%
+        names |= set(re.findall(r"%([A-Za-z_][A-Za-z0-9_]*)%", binding.read_text()))
     return names
 
 
