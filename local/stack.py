@@ -15,7 +15,8 @@ from shared.app import reset_app
 from shared.auth import SIMULATOR_TOKEN
 
 # Settings a run inherits from the shell would change what it measures or tests.
-APP_SETTING_PREFIXES = ("PARTNER_CENTER_", "POLL_", "ALERT_")
+APP_SETTING_PREFIXES = ("PARTNER_CENTER_", "POLL_", "ALERT_", "DIGEST_")
+DEPLOYED_DIGEST_SCHEDULE = "0 0 7 * * *"  # as infra/main.bicep sets it
 
 
 def simulator_app_settings(storage_connection: str, simulator_url: str, **overrides: str) -> dict[str, str]:
@@ -24,6 +25,7 @@ def simulator_app_settings(storage_connection: str, simulator_url: str, **overri
         "AzureWebJobsStorage": storage_connection,
         "PARTNER_CENTER_BASE_URL": simulator_url,
         "PARTNER_CENTER_AUTH": "simulator",
+        "DIGEST_SCHEDULE": DEPLOYED_DIGEST_SCHEDULE,
         **overrides,
     }
 

@@ -18,7 +18,7 @@ import requests
 from local.azurite import Azurite, start_azurite
 from local.host import LocalHost
 from local.simulator import Simulator, SimulatorConfig, SimulatorServer, start_in_thread
-from local.stack import APP_SETTING_PREFIXES, simulator_app_settings, upload_batch
+from local.stack import APP_SETTING_PREFIXES, DEPLOYED_DIGEST_SCHEDULE, simulator_app_settings, upload_batch
 from local.webhook_receiver import ReceiverServer
 from local.webhook_receiver import start_in_thread as start_receiver
 from shared.app import reset_app
@@ -73,6 +73,7 @@ def settings_env(azurite: Azurite, simulator: SimulatorServer, receiver: Receive
         ALERT_WEBHOOK_FORMAT="generic",
         ALERT_RETRY_INITIAL_DELAY_SECONDS="1",
         ALERT_RETRY_MAX_DELAY_SECONDS="2",
+        DIGEST_SCHEDULE=DEPLOYED_DIGEST_SCHEDULE,
     )
     for name in [key for key in os.environ if key.startswith(APP_SETTING_PREFIXES)]:
         monkeypatch.delenv(name)  # through monkeypatch, so that a test's own setenv is undone with these

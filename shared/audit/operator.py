@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from ..batch_row import BatchRowChange
 from ..config import StorageNames
 from ..messages import ChainState, StatusRequest
@@ -68,7 +70,10 @@ class PoisonQueues:
     def count(self, kind: str) -> int:
         """The queue's approximate message count, as the service reports it."""
         queue = self.clients.queue(poison_queue_name(self.source_queue(kind)))
-        return int(queue.get_queue_properties().approximate_message_count or 0)
+        try:
+            return int(queue.get_queue_properties().approximate_message_count or 0)
+        except ResourceNotFoundError:  # nothing was ever poisoned
+            return 0
 
     def replay(self, kind: str, message_id: str | None, dry_run: bool) -> list[Replay]:
         """Send originals back to their queue; delete a poison message only after its send succeeded."""

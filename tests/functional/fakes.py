@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -313,3 +313,24 @@ class FakePartnerCenter:
         calls = self.calls.setdefault(batch_tracking_id, [])
         calls.append(self.clock())
         return self.scripts[batch_tracking_id](self.clock(), len(calls) - 1)
+
+
+class FakeDigestSource:
+    """An in-memory DigestSource: the rows the digest's queries would return."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, Any]] = []
+        self.devices: dict[str, list[dict[str, Any]]] = {}
+        self.poison = {"batch-status-requests-poison": 0, "device-failures-poison": 0}
+
+    def finalized(self, since: datetime, until: datetime) -> Iterable[Mapping[str, Any]]:
+        return [b for b in self.batches if b.get("finalizedAt") and since <= b["finalizedAt"] < until]
+
+    def failed_devices(self, tracking_id: str) -> Iterable[Mapping[str, Any]]:
+        return [d for d in self.devices.get(tracking_id, []) if d["failed"]]
+
+    def pending_since(self, before: datetime) -> Iterable[Mapping[str, Any]]:
+        return [b for b in self.batches if b["outcome"] == "pending" and b["firstSeenAt"] < before]
+
+    def poison_counts(self) -> Mapping[str, int]:
+        return self.poison

@@ -87,3 +87,26 @@ def test_a_route_whose_webhook_is_not_set_is_reported_and_its_alerts_wait_until_
     app.run_until_idle()
     [alert] = app.route_webhooks["https://fabrikam.test/hook"].delivered
     assert waiting in json.dumps(alert) and app.queues.contents(FAILURE_QUEUE) == []
+
+
+def test_the_digest_is_sent_once_however_often_the_timer_fires_and_a_source_route_takes_it() -> None:
+    from datetime import UTC, date, datetime
+
+    from shared.digest import DIGEST_SOURCE, DigestSettings, digest_chunk, summarise
+    from tests.functional.fakes import FakeDigestSource
+
+    day = date(2026, 11, 24)
+    now = datetime(2026, 11, 25, 7, tzinfo=UTC)
+    quiet = digest_chunk(day, summarise(day, FakeDigestSource(), now, DigestSettings()))
+    app = App.build()
+    for _ in range(3):  # three firings of the timer (or three instances)
+        app.queues.put(FAILURE_QUEUE, quiet.to_json())
+    app.run_until_idle()
+    [sent] = app.webhook.delivered
+    assert sent["type"] == "daily_digest" and sent["day"] == "2026-11-24" and sent["empty"] is True
+
+    routed = App.build(ALERT_ROUTES=json.dumps([{"source": DIGEST_SOURCE, "webhook": "OPS_LEAD", "format": "teams"}]),
+                       OPS_LEAD="https://ops-lead.test/hook")
+    routed.queues.put(FAILURE_QUEUE, quiet.to_json())
+    routed.run_until_idle()
+    assert routed.webhook.delivered == [] and len(routed.route_webhooks["https://ops-lead.test/hook"].delivered) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -224,3 +225,22 @@ def test_a_customer_s_route_takes_its_alerts_to_its_own_webhook_in_its_format(
     assert set(by_path) == {"/hooks/routed-team", "/hooks/secret-token-abc"}
     assert "blocks" in by_path["/hooks/routed-team"] and routed_batch in json.dumps(by_path["/hooks/routed-team"])
     assert by_path["/hooks/secret-token-abc"]["batchTrackingId"] == other_batch
+
+
+def test_the_host_runs_the_digest_timer_and_each_day_s_digest_reaches_ops_once(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="local.host")
+    monkeypatch.setenv("DIGEST_SCHEDULE", "*/2 * * * * *")  # every 2 seconds: the same day's digest, again and again
+    stack.start_host(functions=["send_digest", "notify_failures"])
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+
+    def digests() -> list[dict[str, object]]:
+        return [alert["body"] for alert in stack.alerts() if alert["body"].get("type") == "daily_digest"]
+
+    wait_for(lambda: caplog.text.count("Executed 'Functions.send_digest' (Succeeded") >= 3 or None, 60,
+             "three firings")
+    wait_for(lambda: not stack.peek(stack.env["FAILURE_QUEUE_NAME"]) or None, 30, "every copy handled")
+    [digest] = digests()
+    assert digest["day"] == yesterday and "poisonMessages" in digest and "title" in digest
+    sent = [row for row in stack.rows("ALERT_TABLE_NAME") if row["RowKey"] == digest["alertId"]]
+    assert [row["status"] for row in sent] == ["sent"]

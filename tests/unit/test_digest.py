@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -13,6 +12,7 @@ from jsonschema import Draft6Validator
 from shared.alert_formats import render
 from shared.digest import DIGEST_SOURCE, DigestSettings, digest_chunk, digest_day, summarise
 from shared.failure_chunks import BadChunkError, FailureChunk
+from tests.functional.fakes import FakeDigestSource
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 DAY = date(2026, 11, 24)
@@ -20,29 +20,8 @@ A, B = "47021739-3426-40bf-9601-61b4b6d7c793", "9a1f0b9e-5a52-4a1e-8f3c-2b0c6f0e
 T1, T2, T3, T4 = (f"{n}{n}{n}{n}{n}{n}{n}{n}-0000-4000-8000-000000000000" for n in range(1, 5))
 
 
-class Rows:
-    """An in-memory DigestSource: what the queries would return."""
-
-    def __init__(self) -> None:
-        self.batches: list[dict[str, Any]] = []
-        self.devices: dict[str, list[dict[str, Any]]] = {}
-        self.poison = {"batch-status-requests-poison": 0, "device-failures-poison": 0}
-
-    def finalized(self, since: datetime, until: datetime) -> Iterable[Mapping[str, Any]]:
-        return [b for b in self.batches if b.get("finalizedAt") and since <= b["finalizedAt"] < until]
-
-    def failed_devices(self, tracking_id: str) -> Iterable[Mapping[str, Any]]:
-        return [d for d in self.devices.get(tracking_id, []) if d["failed"]]
-
-    def pending_since(self, before: datetime) -> Iterable[Mapping[str, Any]]:
-        return [b for b in self.batches if b["outcome"] == "pending" and b["firstSeenAt"] < before]
-
-    def poison_counts(self) -> Mapping[str, int]:
-        return self.poison
-
-
-def _day_of_work() -> Rows:
-    rows = Rows()
+def _day_of_work() -> FakeDigestSource:
+    rows = FakeDigestSource()
     at = datetime(2026, 11, 24, 12, tzinfo=UTC)
     rows.batches = [
         {"PartitionKey": A, "RowKey": T1, "outcome": "completed_with_failures", "failedDeviceCount": 3,
@@ -77,7 +56,7 @@ def test_the_digest_counts_the_day_s_batches_failures_pending_and_poison() -> No
 
 
 def test_a_quiet_day_is_empty_and_says_so_in_one_line() -> None:
-    figures = summarise(DAY, Rows(), NOW, DigestSettings())
+    figures = summarise(DAY, FakeDigestSource(), NOW, DigestSettings())
     assert figures["empty"] is True
     document = digest_chunk(DAY, figures).document()
     assert render(document, "generic")["title"].endswith("no batch finalised, none pending too long, "
@@ -88,7 +67,7 @@ def test_a_quiet_day_is_empty_and_says_so_in_one_line() -> None:
 def test_one_alert_id_per_day_and_the_message_round_trips() -> None:
     figures = summarise(DAY, _day_of_work(), NOW, DigestSettings())
     chunk = digest_chunk(DAY, figures)
-    again = digest_chunk(DAY, summarise(DAY, Rows(), NOW, DigestSettings()))  # the timer fired again, later
+    again = digest_chunk(DAY, summarise(DAY, FakeDigestSource(), NOW, DigestSettings()))  # the timer fired again, later
     assert chunk.alert_id == again.alert_id != digest_chunk(DAY + timedelta(days=1), figures).alert_id
     assert chunk.source == DIGEST_SOURCE
     assert FailureChunk.from_json(chunk.to_json()) == chunk
@@ -104,7 +83,8 @@ def test_one_alert_id_per_day_and_the_message_round_trips() -> None:
                 "topCustomers": [{"customerId": "<script>", "failedDevices": 1, "batches": 1}]}},
 ])
 def test_a_hostile_digest_message_is_a_bad_chunk(change: dict[str, Any]) -> None:
-    document = {**json.loads(digest_chunk(DAY, summarise(DAY, Rows(), NOW, DigestSettings())).to_json()), **change}
+    quiet = digest_chunk(DAY, summarise(DAY, FakeDigestSource(), NOW, DigestSettings()))
+    document = {**json.loads(quiet.to_json()), **change}
     with pytest.raises(BadChunkError):
         FailureChunk.from_json(json.dumps(document))
 
