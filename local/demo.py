@@ -84,7 +84,7 @@ def main() -> int:
         print("Starting the local Functions host (check_batch_status, notify_failures) ...", flush=True)
         processes.append(_spawn([sys.executable, "-m", "local.host", "--max-polling-interval", "1"], env, host_log))
 
-        batches = _upload_demo_batches(simulator_url)
+        batches = upload_demo_batches(simulator_url)
         _drop_messages(azurite, env["STATUS_QUEUE_NAME"], batches)
         outcomes = _watch(azurite, batches)
         _summary(azurite, batches, outcomes, receiver_url)
@@ -97,7 +97,7 @@ def main() -> int:
             azurite.stop()
 
 
-def _upload_demo_batches(simulator_url: str) -> list[dict[str, Any]]:
+def upload_demo_batches(simulator_url: str) -> list[dict[str, Any]]:
     """Upload like an upstream job: POST deviceBatches, keep the Location header."""
     other_tenant, customer_a, customer_b = (str(uuid.uuid4()) for _ in range(3))
     _control(simulator_url, "registrations", {"serialNumber": "REFURB-0001", "customerId": other_tenant})

@@ -26,6 +26,8 @@ from .operator import RESUBMITTABLE, PoisonQueues, resubmit
 from .operator_log import OPERATOR_LOG_COLUMNS
 from .output import BATCH_COLUMNS, DEVICE_COLUMNS, HISTORY_COLUMNS, PENDING_COLUMNS, POISON_COLUMNS, write_rows
 from .queries import AuditQueries, Summary
+from .report import Progress, build_report, report_rows
+from .report_html import render_report
 
 MAX_TEXT_ARGUMENT = 1024
 POISON_LIST_LIMIT = 1000  # poison list reads at most this many messages unless told otherwise
@@ -99,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--since", type=_date)
     again.add_argument("--dry-run", action="store_true")
     again.add_argument("--operator", type=_text, help="who you are, for the OperatorLog (default: the local account)")
+    report = commands.add_parser("report", help="one self-contained HTML page of charts and tables")
+    _period(report)
+    report.add_argument("--customer", type=_guid)
+    report.add_argument("--by", choices=("day", "week"), default="day", help="outcomes per day or per week")
+    report.add_argument("--output", default="batchwatch-report.html", help="the HTML file to write")
     log = commands.add_parser("operator-log", parents=[formats], help="poison replays and resubmits: who, when, what")
     _period(log)
     return parser
@@ -303,5 +310,24 @@ def _logged(args: argparse.Namespace, names: StorageNames, clients: StorageClien
         operator_log.record(clients, names.operator_log_table, entry)
 
 
+def _report(args: argparse.Namespace, names: StorageNames, clients: StorageClients, out: TextIO,
+            err: TextIO) -> int:
+    queries = AuditQueries(names, clients)
+    report = build_report(report_rows(queries, args.customer, args.since, args.until),
+                          lambda tracking: queries.devices(tracking, failed_only=True), since=args.since,
+                          until=args.until, customer=args.customer, bucket=args.by, now=datetime.now(UTC),
+                          progress=Progress(err))
+    try:
+        with open(args.output, "w", encoding="utf-8") as page:
+            page.write(render_report(report))
+    except OSError as exc:
+        err.write(f"error: cannot write {args.output}: {exc.strerror or exc}\n")
+        return 2
+    if not report.batches:
+        err.write("no batches in this period\n")
+    out.write(f"wrote {args.output}: {report.batches} batches\n")
+    return 0
+
+
 COMMANDS = {"batch": _batch, "batches": _batches, "device": _device, "summary": _summary, "pending": _pending,
-            "poison": _poison, "resubmit": _resubmit, "operator-log": _operator_log}
+            "poison": _poison, "resubmit": _resubmit, "operator-log": _operator_log, "report": _report}
