@@ -244,3 +244,20 @@ def test_the_host_runs_the_digest_timer_and_each_day_s_digest_reaches_ops_once(
     assert digest["day"] == yesterday and "poisonMessages" in digest and "title" in digest
     sent = [row for row in stack.rows("ALERT_TABLE_NAME") if row["RowKey"] == digest["alertId"]]
     assert [row["status"] for row in sent] == ["sent"]
+
+
+@pytest.mark.parametrize("empty_day", ["say", "skip"])
+def test_a_quiet_day_s_digest_says_so_or_is_skipped_as_set(stack: Stack, monkeypatch: pytest.MonkeyPatch,
+                                                          empty_day: str) -> None:
+    from shared import digest
+
+    monkeypatch.setenv("DIGEST_EMPTY_DAY", empty_day)
+    digest.run(now=datetime.now(UTC) + timedelta(days=30))  # a day when nothing happened in these tables
+    queued = [json.loads(message.content) for message in stack.peek(stack.env["FAILURE_QUEUE_NAME"])]
+    if empty_day == "skip":
+        assert queued == []
+    else:
+        [chunk] = queued
+        assert chunk["type"] == "daily_digest" and chunk["digest"]["empty"] is True
+        assert chunk["digest"]["poisonMessages"] == {f"{stack.env['STATUS_QUEUE_NAME']}-poison": 0,
+                                                     f"{stack.env['FAILURE_QUEUE_NAME']}-poison": 0}

@@ -102,3 +102,14 @@ def test_every_format_shows_every_section() -> None:
     assert card.pop("msteams") == {"width": "Full"}  # Teams' own extension, outside the card schema
     assert not list(Draft6Validator(adaptive_card_schema).iter_errors(card))
     assert len(render(document, "slack")["blocks"]) <= 50
+
+
+def test_digest_settings_are_checked_and_named() -> None:
+    from shared.config import ConfigError, load_digest_settings
+
+    assert load_digest_settings({}) == DigestSettings(pending_hours=24.0, empty_day="say")
+    assert load_digest_settings({"DIGEST_EMPTY_DAY": "Skip", "DIGEST_PENDING_HOURS": "6"}) == DigestSettings(6.0, "skip")
+    for env, name in (({"DIGEST_EMPTY_DAY": "never"}, "DIGEST_EMPTY_DAY"),
+                      ({"DIGEST_PENDING_HOURS": "0"}, "DIGEST_PENDING_HOURS")):
+        with pytest.raises(ConfigError, match=name):
+            load_digest_settings(env)
