@@ -108,7 +108,8 @@ def test_digest_settings_are_checked_and_named() -> None:
     from shared.config import ConfigError, load_digest_settings
 
     assert load_digest_settings({}) == DigestSettings(pending_hours=24.0, empty_day="say")
-    assert load_digest_settings({"DIGEST_EMPTY_DAY": "Skip", "DIGEST_PENDING_HOURS": "6"}) == DigestSettings(6.0, "skip")
+    chosen = load_digest_settings({"DIGEST_EMPTY_DAY": "Skip", "DIGEST_PENDING_HOURS": "6"})
+    assert chosen == DigestSettings(6.0, "skip")
     for env, name in (({"DIGEST_EMPTY_DAY": "never"}, "DIGEST_EMPTY_DAY"),
                       ({"DIGEST_PENDING_HOURS": "0"}, "DIGEST_PENDING_HOURS")):
         with pytest.raises(ConfigError, match=name):
