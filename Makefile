@@ -10,9 +10,10 @@ run: deps ## Demo: Azurite + simulator + local host, a few batches tracked to th
 	$(PY) -m local.demo
 
 test: deps lint lint-infra ## Lint, type-check, check infra/ and run every test (starts and stops its own Azurite)
-	$(PY) -m pytest
-	@command -v chromium >/dev/null || test -n "$$BATCHWATCH_CHROMIUM" || \
-	  echo "*** The HTML report's browser check DID NOT RUN: no chromium (apt-get install chromium). ***"
+	@$(PY) -m pytest; status=$$?; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || test -n "$$BATCHWATCH_CHROMIUM" || \
+	  echo "*** The HTML report's browser check DID NOT RUN: no chromium (apt-get install chromium). ***"; \
+	exit $$status
 
 bench: deps ## Benchmark: cost per poll, throughput, persistence, memory, start-up, polling efficiency
 	$(PY) -m bench.run

@@ -5,6 +5,7 @@ import azure.functions as func
 from shared import app, invocation
 
 FUNCTION = invocation.QueueFunction("notify_failures", "failure_queue", lambda: app.failure_notifier().handle)
+app.start_failure_notifier()  # when the worker loads the function: a broken ALERT_ROUTES webhook is reported now
 
 
 def main(msg: func.QueueMessage) -> None:

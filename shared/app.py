@@ -20,6 +20,7 @@ from .alert_log import AlertLog
 from .auth import TokenSource, build_credential
 from .config import (
     AlertSettings,
+    ConfigError,
     PollingSettings,
     Settings,
     load_alert_settings,
@@ -105,6 +106,16 @@ def failure_notifier() -> FailureNotifier:
         return build_failure_notifier(settings, storage_clients())
 
     return _once("failure_notifier", build)
+
+
+def start_failure_notifier() -> None:
+    """Build notify_failures' handler when its function is loaded, so that a route whose webhook cannot be used
+    is reported at start-up. A wrong setting is left to the first invocation, which holds its message back and
+    names the setting."""
+    try:
+        failure_notifier()
+    except ConfigError:
+        pass
 
 
 def get_app() -> App:

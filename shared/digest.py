@@ -17,10 +17,13 @@ import logging
 import os
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import sleep as wait
 from typing import Any, Protocol
+
+from azure.core.exceptions import AzureError
 
 from .failure_chunks import DAILY_DIGEST, FailureChunk, digest_alert_id
 from .models import Outcome
@@ -32,6 +35,8 @@ TOP_CODES = 20
 TOP_CUSTOMERS = 10
 OLDEST_PENDING = 10
 EMPTY_DAY_CHOICES = ("say", "skip")
+MAX_LABEL_CHARS = 120  # an error code's label in the digest (the message holds 20 of them)
+READ_RETRY_SECONDS = (15.0, 60.0, 240.0)  # a timer is not retried by the host: the digest's reads are, here
 
 log = logging.getLogger("batchwatch.send_digest")
 
@@ -74,7 +79,8 @@ def summarise(day: date, source: DigestSource, now: datetime, settings: DigestSe
             failed_by_customer[customer] += int(batch.get("failedDeviceCount") or 0)
             for device in source.failed_devices(str(batch.get("RowKey"))):
                 entry = remediation_for(device.get("errorCode"), device.get("errorDescription"))
-                codes[entry.code if entry.code == entry.name else f"{entry.code} {entry.name}"] += 1
+                label = entry.code if entry.code == entry.name else f"{entry.code} {entry.name}"
+                codes[label[:MAX_LABEL_CHARS]] += 1  # an unknown code is labelled with its stored description
     threshold = now - timedelta(hours=settings.pending_hours)
     pending = sorted(source.pending_since(threshold), key=lambda row: str(row.get("firstSeenAt")))
     poison = dict(source.poison_counts())
@@ -104,7 +110,7 @@ def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value or "")
 
 
-def run(now: datetime | None = None) -> None:
+def run(now: datetime | None = None, sleep: Callable[[float], None] = wait) -> None:
     """The timer's work: the digest of yesterday onto the failure queue (or nothing, for a skipped empty day)."""
     from .app import storage_clients
     from .audit.queries import AuditQueries
@@ -114,14 +120,29 @@ def run(now: datetime | None = None) -> None:
     names = load_storage_names(os.environ, POLLING_NAMES | ALERT_NAMES)
     settings = load_digest_settings(os.environ)
     clients = storage_clients()
-    day = digest_day(now)
-    figures = summarise(day, TableDigestSource(AuditQueries(names, clients)), now, settings)
-    if figures["empty"] and settings.empty_day == "skip":
-        log.info("digest for %s: nothing happened, and DIGEST_EMPTY_DAY=skip", day)
-        return
-    chunk = digest_chunk(day, figures)
-    clients.send(names.failure_queue, chunk.to_json())
-    log.info("digest for %s queued for notify_failures (alert %s)", day, chunk.alert_id)
+    source = TableDigestSource(AuditQueries(names, clients))
+    send(digest_day(now), source, lambda text: clients.send(names.failure_queue, text), now, settings, sleep)
+
+
+def send(day: date, source: DigestSource, enqueue: Callable[[str], None], now: datetime, settings: DigestSettings,
+         sleep: Callable[[float], None]) -> FailureChunk | None:
+    """Summarise the day and queue its digest, trying again after a storage fault (READ_RETRY_SECONDS)."""
+    for pause in (*READ_RETRY_SECONDS, None):
+        try:
+            figures = summarise(day, source, now, settings)
+            if figures["empty"] and settings.empty_day == "skip":
+                log.info("digest for %s: nothing happened, and DIGEST_EMPTY_DAY=skip", day)
+                return None
+            chunk = digest_chunk(day, figures)
+            enqueue(chunk.to_json())
+            log.info("digest for %s queued for notify_failures (alert %s)", day, chunk.alert_id)
+            return chunk
+        except AzureError as exc:
+            if pause is None:
+                raise
+            log.warning("digest for %s: storage fault (%s); trying again in %.0f s", day, type(exc).__name__, pause)
+            sleep(pause)
+    return None
 
 
 class TableDigestSource:

@@ -318,7 +318,8 @@ def _report(args: argparse.Namespace, names: StorageNames, clients: StorageClien
                           until=args.until, customer=args.customer, bucket=args.by, now=datetime.now(UTC),
                           progress=Progress(err))
     try:
-        with open(args.output, "w", encoding="utf-8") as page:
+        # errors: a serial stored with a lone surrogate is shown as its \\udXXX escape, not a crash
+        with open(args.output, "w", encoding="utf-8", errors="backslashreplace") as page:
             page.write(render_report(report))
     except OSError as exc:
         err.write(f"error: cannot write {args.output}: {exc.strerror or exc}\n")

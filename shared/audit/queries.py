@@ -66,9 +66,11 @@ class AuditQueries:
         yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", **parameters)
 
     def finalized(self, since: datetime, until: datetime) -> Iterator[Row]:
-        """Batches finalised in [since, until): a filtered query, one row per batch."""
-        query = "PartitionKey lt @own and finalizedAt ge @since and finalizedAt lt @until"
-        yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", since=since, until=until)
+        """Batches finalised in [since, until): a filtered query, one row per batch. A resubmitted batch keeps the
+        finalizedAt of its earlier run while it is pending again: it is not counted."""
+        query = "PartitionKey lt @own and finalizedAt ge @since and finalizedAt lt @until and outcome ne @pending"
+        yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", since=since, until=until,
+                              pending="pending")
 
     def pending_since(self, before: datetime) -> Iterator[Row]:
         """Batches still pending that were first seen before then."""

@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TextIO
@@ -68,16 +68,22 @@ class Report:
 
 
 class Progress:
-    """A line on stderr, rewritten at most once a second, when a person watches (stderr is a terminal)."""
+    """A line on stderr, rewritten at most once a second, when a person watches (stderr is a terminal) a read
+    that has taken longer than LONG_READ_SECONDS."""
 
-    def __init__(self, err: TextIO = sys.stderr) -> None:
+    LONG_READ_SECONDS = 2.0
+
+    def __init__(self, err: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic) -> None:
         self.err = err
+        self.clock = clock
         self.shown = err.isatty()
+        self.started = clock()
         self.last = 0.0
 
     def update(self, batches: int, devices: int) -> None:
-        if self.shown and time.monotonic() - self.last >= 1:
-            self.last = time.monotonic()
+        now = self.clock()
+        if self.shown and now - self.started >= self.LONG_READ_SECONDS and now - self.last >= 1:
+            self.last = now
             self.err.write(f"\rread {batches} batches, {devices} failed devices")
             self.err.flush()
 
@@ -103,8 +109,10 @@ def build_report(batches: Iterable[Row], failed_devices: Any, *, since: datetime
         if isinstance(first_seen, datetime):
             report.outcomes_by_bucket.setdefault(_bucket_start(first_seen, bucket), Counter())[outcome] += 1
         finalized = batch.get("finalizedAt")
-        if isinstance(first_seen, datetime) and isinstance(finalized, datetime):
-            durations.append(max(0.0, (finalized - first_seen).total_seconds()))
+        # A resubmitted batch pending again keeps the finalizedAt of its earlier run: no duration yet.
+        if (outcome != "pending" and isinstance(first_seen, datetime) and isinstance(finalized, datetime)
+                and finalized >= first_seen):
+            durations.append((finalized - first_seen).total_seconds())
         if outcome in NEEDS_ATTENTION:
             report.attention.append(batch)
         figures = per_customer[str(batch.get("PartitionKey"))]
@@ -122,6 +130,8 @@ def build_report(batches: Iterable[Row], failed_devices: Any, *, since: datetime
                 serial = device.get("serialNumber") or device.get("productKey")
                 if serial:
                     serial_batches[str(serial)][tracking] = label
+                if progress is not None:
+                    progress.update(report.batches, devices_read)
         if progress is not None:
             progress.update(report.batches, devices_read)
     if progress is not None:

@@ -318,13 +318,20 @@ class FakePartnerCenter:
 class FakeDigestSource:
     """An in-memory DigestSource: the rows the digest's queries would return."""
 
-    def __init__(self) -> None:
+    def __init__(self, faults: int = 0) -> None:
+        self.faults = faults  # storage faults to raise before the first read succeeds
         self.batches: list[dict[str, Any]] = []
         self.devices: dict[str, list[dict[str, Any]]] = {}
         self.poison = {"batch-status-requests-poison": 0, "device-failures-poison": 0}
 
     def finalized(self, since: datetime, until: datetime) -> Iterable[Mapping[str, Any]]:
-        return [b for b in self.batches if b.get("finalizedAt") and since <= b["finalizedAt"] < until]
+        if self.faults:
+            from azure.core.exceptions import ServiceRequestError
+
+            self.faults -= 1
+            raise ServiceRequestError("storage unreachable")
+        return [b for b in self.batches if b.get("finalizedAt") and since <= b["finalizedAt"] < until
+                and b["outcome"] != "pending"]  # as the query: a resubmitted batch keeps its old finalizedAt
 
     def failed_devices(self, tracking_id: str) -> Iterable[Mapping[str, Any]]:
         return [d for d in self.devices.get(tracking_id, []) if d["failed"]]

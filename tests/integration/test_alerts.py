@@ -261,3 +261,11 @@ def test_a_quiet_day_s_digest_says_so_or_is_skipped_as_set(stack: Stack, monkeyp
         assert chunk["type"] == "daily_digest" and chunk["digest"]["empty"] is True
         assert chunk["digest"]["poisonMessages"] == {f"{stack.env['STATUS_QUEUE_NAME']}-poison": 0,
                                                      f"{stack.env['FAILURE_QUEUE_NAME']}-poison": 0}
+
+
+def test_a_route_whose_webhook_cannot_be_used_is_reported_when_the_function_loads(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("ALERT_ROUTES", json.dumps([{"source": "nightly", "webhook": "ALERT_WEBHOOK_URL_NIGHTLY"}]))
+    stack.start_host(functions=["notify_failures"])
+    wait_for(lambda: "ALERT_WEBHOOK_URL_NIGHTLY is not set" in caplog.text or None, 30,
+             "the broken route reported at start-up, before any alert")

@@ -114,3 +114,33 @@ def test_digest_settings_are_checked_and_named() -> None:
                       ({"DIGEST_PENDING_HOURS": "0"}, "DIGEST_PENDING_HOURS")):
         with pytest.raises(ConfigError, match=name):
             load_digest_settings(env)
+
+
+def test_an_unknown_code_with_a_long_description_still_makes_a_digest_that_is_sent() -> None:
+    rows = _day_of_work()
+    rows.devices["T1"] = rows.devices[T1] = [{"failed": True, "errorCode": "X" * 300, "errorDescription": "y" * 30_000}]
+    chunk = digest_chunk(DAY, summarise(DAY, rows, NOW, DigestSettings()))
+    assert FailureChunk.from_json(chunk.to_json()).digest == chunk.digest
+    assert max(len(label) for label in chunk.digest["failedDevicesByErrorCode"]) <= 120  # type: ignore[index]
+
+
+def test_a_resubmitted_batch_pending_again_is_not_counted_as_finalised() -> None:
+    rows = _day_of_work()
+    rows.batches.append({"PartitionKey": A, "RowKey": "again", "outcome": "pending", "failedDeviceCount": 0,
+                         "finalizedAt": datetime(2026, 11, 24, 9, tzinfo=UTC), "firstSeenAt": NOW})
+    assert summarise(DAY, rows, NOW, DigestSettings())["finalizedByOutcome"] == {"completed_with_failures": 2}
+
+
+def test_a_storage_fault_while_the_digest_is_read_is_tried_again() -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    from shared.digest import READ_RETRY_SECONDS, send
+
+    sent: list[str] = []
+    pauses: list[float] = []
+    chunk = send(DAY, FakeDigestSource(faults=2), sent.append, NOW, DigestSettings(), pauses.append)
+    assert chunk is not None and [json.loads(text)["alertId"] for text in sent] == [chunk.alert_id]
+    assert pauses == list(READ_RETRY_SECONDS[:2])
+    with pytest.raises(ServiceRequestError):
+        send(DAY, FakeDigestSource(faults=4), sent.append, NOW, DigestSettings(), pauses.append)
+    assert len(sent) == 1

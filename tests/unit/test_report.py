@@ -75,9 +75,23 @@ def test_progress_is_shown_only_to_a_person_at_a_terminal() -> None:
         def isatty(self) -> bool:
             return True
 
-    shown, piped = Terminal(), io.StringIO()
-    for stream in (shown, piped):
+    ticks = iter(range(1000))
+
+    def slow() -> float:  # each look at the clock finds a second passed
+        return float(next(ticks))
+
+    shown, quick, piped = Terminal(), Terminal(), io.StringIO()
+    for stream, clock in ((shown, slow), (quick, lambda: 0.0), (piped, slow)):
         build_report(BATCHES, lambda tracking: DEVICES.get(tracking, []), since=None, until=None, customer=None,
-                     bucket="day", now=NOW, progress=Progress(stream))
-    assert "read 1 batches, 0 failed devices" in shown.getvalue() and shown.getvalue().endswith("\n")
-    assert piped.getvalue() == ""
+                     bucket="day", now=NOW, progress=Progress(stream, clock))
+    lines = shown.getvalue().split("\r")
+    assert lines[0] == "" and lines[1] == "read 2 batches, 1 failed devices"  # within a batch, as devices are read
+    assert lines[-1] == "read 5 batches, 3 failed devices\n"
+    assert quick.getvalue() == "" and piped.getvalue() == ""  # a short read, or nobody watching
+
+
+def test_a_resubmitted_batch_pending_again_has_no_duration_yet() -> None:
+    again = _batch(A, "t6", "pending", MONDAY + timedelta(days=9), None, finalizedAt=MONDAY)
+    report = build_report([*BATCHES, again], lambda tracking: [], since=None, until=None, customer=None,
+                          bucket="day", now=NOW)
+    assert sum(count for _, count in report.durations) == 4
