@@ -5,6 +5,7 @@ its clean-up). One module per figure; this one runs them and prints the results.
 
     python -m bench.run [--quick]
     python -m bench.run --only large_batch --large-devices 100000   (make bench-large: figure 10 alone)
+    python -m bench.run --only finalize_memory                       (figure 11 alone)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from local.azurite import PROJECT_ROOT
 
+from .finalize_memory import finalize_memory
 from .fleet_throttling import fleet_throttling
 from .fleet_virtual import fleet_virtual
 from .learned_schedule import learned_schedule
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--large-devices", type=int, default=20_000, help="devices in the batch of figure 10")
-    parser.add_argument("--only", choices=["large_batch"],
+    parser.add_argument("--only", choices=["large_batch", "finalize_memory"],
                         help="run this figure alone; its results go to bench/results/<figure>-latest.json")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         # Azurite slows as a partition grows (bare transactions: ~100 rows/s at 20,000 devices), so 100,000
         # devices would take hours here: `python -m bench.run --large-devices 100000` runs it.
         ("large_batch", lambda: large_batch(2000 if quick else args.large_devices)),
+        ("finalize_memory", lambda: finalize_memory((1000, 10_000) if quick else (10_000, 100_000, 300_000))),
     ]
     for name, step in steps:
         if args.only and name != args.only:
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = round(time.monotonic() - started)
     prefix = args.only.replace("_", "-") if args.only else "bench"
     if args.only:
-        _print_large(results["large_batch"])
+        {"large_batch": _print_large, "finalize_memory": _print_memory}[args.only](results[args.only])
     else:
         results["persistence"], results["memory"] = results.pop("persistence_and_memory")
         _print(results)
@@ -145,6 +148,15 @@ def _print(results: dict[str, Any]) -> None:
     _print_fleet("9a. fleet throttling on the real stack", results["fleet_throttling"])
     _print_fleet("9b. fleet throttling in virtual time", results["fleet_virtual"])
     _print_large(results["large_batch"])
+    _print_memory(results["finalize_memory"])
+
+
+def _print_memory(figure: dict[str, Any]) -> None:
+    print("11. a finalisation's peak RSS growth, storage left out (10% of devices failed, 2% repeated): "
+          + ", ".join(f"{run['devices']:,} devices ({run['json_bytes'] / 1e6:.1f} MB of JSON) "
+                      f"{run['rss_growth_bytes'] / 1e6:.1f} MB in {run['seconds']} s" for run in figure["runs"])
+          + f"; the last two: {figure['size_ratio']:g} times the devices, {figure['rss_growth_ratio']:g} times "
+            "the growth")
 
 
 def _print_large(large: dict[str, Any]) -> None:
