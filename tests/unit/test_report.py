@@ -95,3 +95,25 @@ def test_a_resubmitted_batch_pending_again_has_no_duration_yet() -> None:
     report = build_report([*BATCHES, again], lambda tracking: [], since=None, until=None, customer=None,
                           bucket="day", now=NOW)
     assert sum(count for _, count in report.durations) == 4
+
+
+def test_the_cli_writes_a_stored_lone_surrogate_as_its_escape(monkeypatch: Any, tmp_path: Any) -> None:
+    """Texts are stored verbatim, and Table Storage keeps a lone surrogate: the page shows its escape."""
+    from shared.audit import cli
+
+    class StoredRows:
+        def __init__(self, *_: object) -> None:
+            pass
+
+        def all_batches(self, *_: object) -> list[dict[str, Any]]:
+            return [_batch(A, "t1", "timed_out", MONDAY, 5, lastResult="not final: \ud800")]
+
+        def devices(self, tracking: str, failed_only: bool = False) -> list[dict[str, Any]]:
+            return []
+
+    monkeypatch.setattr(cli, "AuditQueries", StoredRows)
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    page = tmp_path / "report.html"
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["report", "--output", str(page)], out, err) == 0
+    assert "wrote" in out.getvalue() and "not final: \\ud800" in page.read_text(encoding="utf-8")
