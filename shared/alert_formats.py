@@ -37,8 +37,7 @@ class CodeCount:
 
     @property
     def label(self) -> str:
-        entry = self.remediation
-        return entry.code if entry.code == entry.name else f"{entry.code} {entry.name}"
+        return self.remediation.label
 
 
 def code_counts(devices: list[dict[str, Any]]) -> list[CodeCount]:

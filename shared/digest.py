@@ -78,8 +78,7 @@ def summarise(day: date, source: DigestSource, now: datetime, settings: DigestSe
         if batch.get("failedDeviceCount"):
             failed_by_customer[customer] += int(batch.get("failedDeviceCount") or 0)
             for device in source.failed_devices(str(batch.get("RowKey"))):
-                entry = remediation_for(device.get("errorCode"), device.get("errorDescription"))
-                label = entry.code if entry.code == entry.name else f"{entry.code} {entry.name}"
+                label = remediation_for(device.get("errorCode"), device.get("errorDescription")).label
                 codes[label[:MAX_LABEL_CHARS]] += 1  # an unknown code is labelled with its stored description
     threshold = now - timedelta(hours=settings.pending_hours)
     pending = sorted(source.pending_since(threshold), key=lambda row: str(row.get("firstSeenAt")))

@@ -11,6 +11,11 @@ class Remediation:
     name: str
     action: str
 
+    @property
+    def label(self) -> str:
+        """How alerts, the digest and the report name the code: "808 ZtdDeviceAssignedToOtherTenant"."""
+        return self.code if self.code == self.name else f"{self.code} {self.name}"
+
 
 _CATALOGUE = (
     Remediation("801", "InvalidZtdRequestBody",

@@ -123,13 +123,12 @@ def build_report(batches: Iterable[Row], failed_devices: Any, *, since: datetime
             for device in failed_devices(tracking):
                 devices_read += 1
                 entry = remediation_for(device.get("errorCode"), device.get("errorDescription"))
-                label = entry.code if entry.code == entry.name else f"{entry.code} {entry.name}"
-                codes[label] += 1
-                remediation.setdefault(label, entry.action)
+                codes[entry.label] += 1
+                remediation.setdefault(entry.label, entry.action)
                 figures[2] += 1
                 serial = device.get("serialNumber") or device.get("productKey")
                 if serial:
-                    serial_batches[str(serial)][tracking] = label
+                    serial_batches[str(serial)][tracking] = entry.label
                 if progress is not None:
                     progress.update(report.batches, devices_read)
         if progress is not None:

@@ -127,5 +127,4 @@ def test_the_report_draws_every_chart_with_the_stored_numbers_in_a_browser(
 
 
 def _label(device: dict[str, Any]) -> str:
-    entry = remediation_for(device.get("errorCode"), device.get("errorDescription"))
-    return entry.code if entry.code == entry.name else f"{entry.code} {entry.name}"
+    return remediation_for(device.get("errorCode"), device.get("errorDescription")).label
