@@ -157,7 +157,7 @@ class TableDigestSource:
         return self.queries.devices(tracking_id, failed_only=True)
 
     def pending_since(self, before: datetime) -> Iterable[Mapping[str, Any]]:
-        return self.queries.pending_since(before)
+        return self.queries.all_batches(until=before, outcome="pending")  # first seen before then
 
     def poison_counts(self) -> Mapping[str, int]:
         from .audit.operator import PoisonQueues

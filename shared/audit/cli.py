@@ -26,7 +26,7 @@ from .operator import RESUBMITTABLE, PoisonQueues, resubmit
 from .operator_log import OPERATOR_LOG_COLUMNS
 from .output import BATCH_COLUMNS, DEVICE_COLUMNS, HISTORY_COLUMNS, PENDING_COLUMNS, POISON_COLUMNS, write_rows
 from .queries import AuditQueries, Summary
-from .report import Progress, build_report, report_rows
+from .report import Progress, build_report
 from .report_html import render_report
 
 MAX_TEXT_ARGUMENT = 1024
@@ -313,7 +313,7 @@ def _logged(args: argparse.Namespace, names: StorageNames, clients: StorageClien
 def _report(args: argparse.Namespace, names: StorageNames, clients: StorageClients, out: TextIO,
             err: TextIO) -> int:
     queries = AuditQueries(names, clients)
-    report = build_report(report_rows(queries, args.customer, args.since, args.until),
+    report = build_report(queries.in_period(args.customer, args.since, args.until),
                           lambda tracking: queries.devices(tracking, failed_only=True), since=args.since,
                           until=args.until, customer=args.customer, bucket=args.by, now=datetime.now(UTC),
                           progress=Progress(err))

@@ -5,8 +5,8 @@
 - batches: BatchUploadStatus partition query (PartitionKey = <customer>) with time and outcome filters.
 - device: DeviceUploadHistory partition query (PartitionKey = sn~<serial> or pk~<product key>).
 - summary --customer: a partition query, then DeviceUploadStatus partition queries of the failed batches.
-- summary without --customer, pending, and the daily digest's finalized and pending_since: a filtered query
-  over BatchUploadStatus (one row per batch).
+- summary and report without --customer, pending, and the daily digest's finalized and pending batches: a
+  filtered query over BatchUploadStatus (one row per batch).
 """
 
 from __future__ import annotations
@@ -72,21 +72,18 @@ class AuditQueries:
         yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", since=since, until=until,
                               pending="pending")
 
-    def pending_since(self, before: datetime) -> Iterator[Row]:
-        """Batches still pending that were first seen before then."""
-        query = "PartitionKey lt @own and outcome eq @pending and firstSeenAt lt @before"
-        yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", pending="pending",
-                              before=before)
-
     def pending(self) -> list[Row]:
         rows = list(self.all_batches(outcome="pending"))
         return sorted(rows, key=lambda row: row.get("firstSeenAt") or datetime.max)
 
+    def in_period(self, customer_id: str | None, since: datetime | None, until: datetime | None) -> Iterator[Row]:
+        """One customer's batches first seen in the period (a partition query), or every customer's."""
+        return self.batches(customer_id, since, until) if customer_id else self.all_batches(since, until)
+
     def summary(self, customer_id: str | None = None, since: datetime | None = None,
                 until: datetime | None = None) -> Summary:
-        selected = (self.batches(customer_id, since, until) if customer_id else self.all_batches(since, until))
         summary = Summary()
-        for batch in selected:
+        for batch in self.in_period(customer_id, since, until):
             summary.batches += 1
             summary.outcomes[str(batch.get("outcome"))] += 1
             if batch.get("failedDeviceCount"):

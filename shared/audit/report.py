@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TextIO
@@ -170,9 +170,3 @@ def _histogram(durations: list[float]) -> list[tuple[str, int]]:
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def report_rows(queries: Any, customer: str | None, since: datetime | None,
-                until: datetime | None) -> Iterator[Row]:
-    """The batch rows of the report: a partition query for one customer, else the filtered query."""
-    return queries.batches(customer, since, until) if customer else queries.all_batches(since, until)

@@ -105,7 +105,7 @@ def test_the_cli_writes_a_stored_lone_surrogate_as_its_escape(monkeypatch: Any, 
         def __init__(self, *_: object) -> None:
             pass
 
-        def all_batches(self, *_: object) -> list[dict[str, Any]]:
+        def in_period(self, *_: object) -> list[dict[str, Any]]:
             return [_batch(A, "t1", "timed_out", MONDAY, 5, lastResult="not final: \ud800")]
 
         def devices(self, tracking: str, failed_only: bool = False) -> list[dict[str, Any]]:
