@@ -217,9 +217,10 @@ def _alert_fields(reader: _Reader) -> dict[str, Any]:
 
 def webhook_url_problem(url: str) -> str | None:
     """Why a webhook URL cannot be used, or None."""
-    if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
         return "must be an http(s) URL"
-    if urlsplit(url).scheme == "http" and not is_loopback_url(url):
+    if parts.scheme == "http" and not is_loopback_url(url):
         return "must use https unless it points at a loopback address"
     return None
 

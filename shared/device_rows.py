@@ -15,7 +15,7 @@ from itertools import islice, tee
 
 from .device_keys import device_row_keys, history_partition_key
 from .models import BatchStatus, DeviceStatus
-from .occurrences import numbered
+from .occurrences import numbered, pages
 
 PAGE_DEVICES = 1000  # devices written between two records of progress: 10 transactions and 1,000 history rows
 
@@ -51,8 +51,7 @@ class DeviceRows:
 
     def pages(self, start: int = 0, size: int = PAGE_DEVICES) -> Iterator[tuple[int, Sequence[DeviceRow]]]:
         """(end, page) from row start on: after the page is written, end rows are stored."""
-        rows = islice(iter(self), start, None)
         end = start
-        while page := tuple(islice(rows, size)):
+        for page in pages(islice(iter(self), start, None), size):
             end += len(page)
             yield end, page
