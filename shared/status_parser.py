@@ -34,13 +34,13 @@ _DEVICE_PATH = _DEVICES + ".item"  # ijson's name for an element of the devicesS
 _JSON_TYPES = {"start_array": "list", "string": "str", "number": "number", "boolean": "bool", "null": "null"}
 _CONTAINER = object()  # a batch field that holds an object or a list
 # ijson's fastest backend (C, yajl) misreads string escapes of surrogates that do not pair ("\\ud800" becomes
-# "?", "\\udc00" an error), which json.loads and ijson's pure-Python backend read exactly: an answer with any
-# surrogate escape is read with the latter (slower; Partner Center writes such characters as UTF-8).
+# "?", "\\udc00" an error), and mishandles an integer longer than Python converts (4,300 digits): its error
+# left the interpreter in a state that crashed the process on a later parse. ijson's pure-Python backend
+# handles both as json.loads does (the escape read exactly, the integer a clean error), so an answer with an
+# unpaired surrogate escape or a run of 1,000 digits is read with it (slower; Partner Center sends neither).
 _FAST, _EXACT = ijson, ijson.get_backend("python")
 # Numbers: ijson reads a fraction or an exponent as a Decimal (1e400 included, which a float cannot hold); a
 # device's are turned into floats as json.loads turns them (1e400 is inf). NaN and Infinity are not JSON.
-# It also mishandles an integer longer than Python converts (4,300 digits): its error leaves the interpreter
-# in a state that crashed the process on a later parse. A run of 1,000 digits anywhere sends the answer there.
 _UNPAIRED_SURROGATE = re.compile(  # an unpaired high surrogate escape, or a low one alone
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]")
 _LONG_DIGIT_RUN = re.compile(rb"[0-9]{1000}")
