@@ -21,6 +21,8 @@ from typing import Any
 
 from local.azurite import PROJECT_ROOT
 
+from .memory import peak_bytes, reset_peak
+
 FAILED_SHARE = 10  # every 10th device failed
 REPEATED_SHARE = 50  # every 50th device repeats the one before it (ZtdDeviceDuplicated)
 
@@ -64,8 +66,7 @@ def _finalise(answer_path: str) -> dict[str, Any]:
 
     context = BatchContext("47021739-3426-40bf-9601-61b4b6d7c793", "0127ed8e-ff72-4983-a3d8-e8d8bd378932",
                            Outcome.COMPLETED_WITH_FAILURES, None, "bench")
-    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
-    before = _status_bytes("VmRSS")
+    before = reset_peak()
     started = time.perf_counter()
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
         with open(answer_path, "rb") as answer:
@@ -77,15 +78,9 @@ def _finalise(answer_path: str) -> dict[str, Any]:
         chunk_bytes = sum(len(chunk.to_json()) for chunk in failure_chunks(context, batch.failed_devices))
         return {"rows": rows, "failed": len(batch.failed_devices), "chunk_bytes": chunk_bytes,
                 "seconds": round(time.perf_counter() - started, 2),
-                "rss_growth_bytes": max(0, _status_bytes("VmHWM") - before)}
+                "rss_growth_bytes": max(0, peak_bytes() - before)}
 
 
-def _status_bytes(field: str) -> int:
-    """VmRSS (resident now) or VmHWM (the peak since clear_refs), from /proc/self/status."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,11 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from bench.memory import peak_bytes, reset_peak
 from shared import status_check
 from shared.app import get_app
-
-
-def _status_bytes(field: str) -> int:
-    """VmRSS (resident now) or VmHWM (the peak since clear_refs), from /proc/self/status."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
@@ -48,8 +40,7 @@ def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
     status_check.StatusCheck._finalize = timed("finalize", status_check.StatusCheck._finalize)  # type: ignore[method-assign]
     store.write_devices = timed("devices", store.write_devices)  # type: ignore[method-assign]
     store.write_history = timed("history", store.write_history)  # type: ignore[method-assign]
-    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again here, after the warm-up
-    before_bytes, before_counts = _status_bytes("VmRSS"), app.clients.counter.snapshot()
+    before_bytes, before_counts = reset_peak(), app.clients.counter.snapshot()  # the peak counts from here
     invocations = [_invocation(app.status_check, json.dumps({"customerId": customer, "batchTrackingId": tracking}))]
     row = app.clients.table(app.settings.batch_table).get_entity(customer, tracking)
     queue = app.clients.queue(app.settings.status_queue)
@@ -58,7 +49,7 @@ def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
             invocations.append(_invocation(app.status_check, message.content))
             queue.delete_message(message)
         row = app.clients.table(app.settings.batch_table).get_entity(customer, tracking)
-    peak_bytes = _status_bytes("VmHWM")
+    peak = peak_bytes()
     counts = app.clients.counter.snapshot() - before_counts
     return {
         "outcome": row["outcome"],
@@ -66,7 +57,7 @@ def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
         "seconds": timings,
         "invocations_seconds": invocations,
         "rss_before": before_bytes,
-        "rss_peak": peak_bytes,
+        "rss_peak": peak,
         "transactions": counts["table.transaction"],
         "history_upserts": counts["table.replace"],
     }
