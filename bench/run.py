@@ -6,6 +6,7 @@ its clean-up). One module per figure; this one runs them and prints the results.
     python -m bench.run [--quick]
     python -m bench.run --only large_batch --large-devices 100000   (make bench-large: figure 10 alone)
     python -m bench.run --only finalize_memory                       (figure 11 alone)
+    python -m bench.run --only learned_schedule                      (figure 8 alone)
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--large-devices", type=int, default=20_000, help="devices in the batch of figure 10")
-    parser.add_argument("--only", choices=["large_batch", "finalize_memory"],
+    parser.add_argument("--only", choices=["learned_schedule", "large_batch", "finalize_memory"],
                         help="run this figure alone; its results go to bench/results/<figure>-latest.json")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = round(time.monotonic() - started)
     prefix = args.only.replace("_", "-") if args.only else "bench"
     if args.only:
-        {"large_batch": _print_large, "finalize_memory": _print_memory}[args.only](results[args.only])
+        {"learned_schedule": _print_learned, "large_batch": _print_large,
+         "finalize_memory": _print_memory}[args.only](results[args.only])
     else:
         results["persistence"], results["memory"] = results.pop("persistence_and_memory")
         _print(results)
@@ -178,8 +180,12 @@ def _print_learned(learned: dict[str, Any]) -> None:
         for name, figure in rows:
             print(f"     {name:42} {figure['calls_per_batch']:>11} {figure['mean_lag_s']:>8}s "
                   f"{figure['p95_lag_s']:>7}s")
-        print("     goals: " + ", ".join(f"{goal} {'met' if met else 'MISSED'}"
-                                         for goal, met in figures["goals_met"].items()))
+        print("     goals (the shift's as deployed): " + ", ".join(f"{goal} {'met' if met else 'MISSED'}"
+                                                                  for goal, met in figures["goals_met"].items()))
+        others = figures["other_training_samples"]
+        ranges = ", ".join(f"{key} {low}-{high}" for key, (low, high) in others["ratio_ranges"].items())
+        met = ", ".join(f"{goal} {count}" for goal, count in others["goals_met_on"].items())
+        print(f"     {others['samples']} other training samples: ratios to today {ranges}; goals met on: {met}")
 
 
 def _print_fleet(title: str, fleet: dict[str, Any]) -> None:

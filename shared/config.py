@@ -91,6 +91,8 @@ class PollingSettings(StorageNames):
     finalize_step_seconds: float = 120.0  # how long one invocation writes a final result before it hands on
     fleet_throttle: bool = True  # a 429 holds every poll of the partner in every instance (shared/throttle.py)
     max_calls_per_minute: int = 0  # the fleet's Partner Center call budget; 0: none
+    poll_schedule: str = "learned"  # POLL_SCHEDULE: learned from past batches (shared/learned_schedules.py), or elapsed
+    learn_min_batches: int = 50  # batches a customer (else every customer) needs before its schedule is learned
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status_queue={self.status_queue!r}, partner_center={self.partner_center!r})"
@@ -141,8 +143,10 @@ POLLING_NUMBERS = {
     "max_calls_per_minute": Number("PARTNER_CENTER_MAX_CALLS_PER_MINUTE", 0, 1_000_000),
     # A step plus a page of writes and a poll stays well inside functionTimeout (10 minutes).
     "finalize_step_seconds": Number("FINALIZE_STEP_SECONDS", 1, 300),
+    "learn_min_batches": Number("POLL_LEARN_MIN_BATCHES", 1, 1_000_000),
 }
 POLLING_FLAGS = {"fleet_throttle": "PARTNER_CENTER_FLEET_THROTTLE"}
+POLL_SCHEDULES = ("learned", "elapsed")
 ALERT_NUMBERS = {
     "alert_max_attempts": Number("ALERT_MAX_ATTEMPTS", 1, 100),
     "alert_retry_initial_delay": Number("ALERT_RETRY_INITIAL_DELAY_SECONDS", 1, 3600),
@@ -190,8 +194,12 @@ def load_polling_settings(env: Mapping[str, str]) -> PollingSettings:
     policy = PollingPolicy(**reader.numbers(PollingPolicy, POLICY_NUMBERS))
     if policy.max_delay < policy.initial_delay:
         raise ConfigError("POLL_MAX_DELAY_SECONDS must not be smaller than POLL_INITIAL_DELAY_SECONDS")
+    poll_schedule = reader.text("POLL_SCHEDULE", default_of(PollingSettings, "poll_schedule")).lower()
+    if poll_schedule not in POLL_SCHEDULES:
+        raise ConfigError(f"POLL_SCHEDULE must be one of {', '.join(POLL_SCHEDULES)}, got {poll_schedule!r}")
     return PollingSettings(**vars(load_storage_names(env, POLLING_NAMES)), partner_center=_partner_center(reader),
-                           policy=policy, **reader.numbers(PollingSettings, POLLING_NUMBERS),
+                           policy=policy, poll_schedule=poll_schedule,
+                           **reader.numbers(PollingSettings, POLLING_NUMBERS),
                            **reader.flags(PollingSettings, POLLING_FLAGS))
 
 

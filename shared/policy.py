@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import math
 import random
 from dataclasses import dataclass, field, replace
 
@@ -26,8 +25,6 @@ class PollingPolicy:
     too_large_limit: int = 3
     # Poll times learned from past batches (shared/schedule.py); empty: the elapsed-proportional rule alone.
     learned: tuple[float, ...] = ()
-    # A learned delay is at most this many times the elapsed rule's (inf: no bound).
-    learned_stretch: float = math.inf
 
 
 # Results of one poll, as classified by the Partner Center client.
@@ -171,7 +168,7 @@ def scheduled_delay(elapsed: float, policy: PollingPolicy) -> float:
     by_elapsed = min(policy.max_delay, max(policy.initial_delay, policy.backoff_factor * elapsed))
     if policy.learned and elapsed < policy.learned[-1]:
         due = policy.learned[bisect.bisect_right(policy.learned, elapsed)]
-        return min(policy.max_delay, policy.learned_stretch * by_elapsed, max(policy.initial_delay, due - elapsed))
+        return min(policy.max_delay, max(policy.initial_delay, due - elapsed))
     return by_elapsed
 
 

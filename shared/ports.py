@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from .alert_log import AlertAttempt, Claim
 from .batch_row import BatchRow, BatchRowChange
 from .device_rows import DeviceRow
+from .learned_schedules import DurationStore
 from .policy import PollResult
 from .throttle import ThrottleStore
 from .webhook import DeliveryResult
@@ -53,7 +54,7 @@ class DeviceStore(Protocol):
                       recorded_at: datetime) -> int: ...
 
 
-class ResultsStorage(BatchStore, DeviceStore, ThrottleStore, Protocol):
+class ResultsStorage(BatchStore, DeviceStore, ThrottleStore, DurationStore, Protocol):
     """What check_batch_status writes to Table Storage."""
 
 

@@ -14,6 +14,7 @@ from azure.data.tables import UpdateMode
 
 from .batch_row import BatchRow, BatchRowChange
 from .device_rows import DeviceRow
+from .durations import DurationSummary
 from .log import context_logger
 from .models import DeviceStatus
 from .storage import StorageClients
@@ -24,6 +25,8 @@ log = context_logger("batchwatch.results_store")
 TRACKING_INDEX_PARTITION = "~tracking"  # batch table rows that map a tracking id to its customer
 THROTTLE_PARTITION = "~throttle"  # batch table rows that say until when Partner Center must not be called
 BUDGET_ROW = "budget"  # the ~throttle row counting the calls granted in the current minute
+DURATIONS_PARTITION = "~durations"  # batch table rows summarising how long batches took (shared/durations.py)
+DURATION_WRITE_ATTEMPTS = 5
 # A conflict means another process took calls meanwhile, so conflicts end when the budget does; this bound is
 # only against a row that keeps changing for another reason.
 BUDGET_CLAIM_ATTEMPTS = 100
@@ -120,6 +123,23 @@ class ResultsStore:
             except (ResourceExistsError, ResourceModifiedError):
                 continue  # another process claimed meanwhile: look again
         raise RowChangedError(f"the call budget row changed {BUDGET_CLAIM_ATTEMPTS} times while claiming from it")
+
+    # --- how long batches took (shared/learned_schedules.py) ----------------------------------
+    def get_durations(self, scope: str) -> DurationSummary | None:
+        entity = self._clients.with_table(self._batch_table, partial(_get_row, key=(DURATIONS_PARTITION, scope)))
+        return DurationSummary.from_fields(entity) if entity is not None else None
+
+    def add_duration(self, scope: str, seconds: float) -> None:
+        for _ in range(DURATION_WRITE_ATTEMPTS):
+            current = self._clients.with_table(self._batch_table, partial(_get_row, key=(DURATIONS_PARTITION, scope)))
+            summary = (DurationSummary.from_fields(current) if current is not None else None) or DurationSummary()
+            try:
+                self._put_row(current, {"PartitionKey": DURATIONS_PARTITION, "RowKey": scope,
+                                        **summary.add(seconds).to_fields()})
+                return
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another batch was added meanwhile: add to that
+        raise RowChangedError(f"the durations row changed {DURATION_WRITE_ATTEMPTS} times while adding to it")
 
     def _put_row(self, current: Any, entity: dict[str, Any]) -> None:
         """Create the batch-table row, or replace it as current read it; ResourceExistsError or

@@ -2,31 +2,66 @@
 they do not.
 
 A schedule is the tuple of poll times (seconds since first seen) after the first poll at 0. It is chosen by a
-dynamic program over the weighted durations of past batches that minimises the expected lag from a batch's
-completion to the poll that sees it, plus a cost per call; the cost is the largest one whose mean lag on that
-history is no worse than the elapsed-proportional rule's (policy.scheduled_delay), so the schedule makes
-fewer calls at no worse mean lag. Gaps stay between the policy's initial and maximum delay. Past the last
-time in the schedule (the history's longest batch), polling goes on with the elapsed-proportional rule.
+dynamic program over a smooth density of durations made from the summary of past batches (shared/durations.py):
+each bin's weight spread over its neighbours by a log-normal kernel, each piece uniform within its bin. The
+program minimises the expected lag from a batch's completion to the poll that sees it, plus a cost per call; the
+cost is the largest one whose mean lag on that density is at most TARGET_SHARE of the elapsed-proportional rule's
+(policy.scheduled_delay), so the schedule makes fewer calls at no worse mean lag. Lags are worked out on the
+density, never on the durations seen: a schedule that polls just after each duration seen looks perfect on them
+and is not on the next batches. Gaps stay between the policy's initial and maximum delay. Past the last time in
+the schedule, polling goes on with the elapsed rule.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from .durations import BIN_RATIO, BINS, DurationSummary, bin_range
 from .policy import PollingPolicy, scheduled_delay
 
-COST_SEARCH_STEPS = 30
-TARGET_SHARE = 0.9  # of the elapsed rule's mean lag on the history: a margin for batches unlike the history
+COST_SEARCH_STEPS = 14
+COST_LOWEST = 0.01  # seconds of lag a call is worth at the least
+TARGET_SHARE = 0.95  # of the elapsed rule's mean lag on the density: a margin for batches unlike the history
 GRID_STEP = 5.0  # seconds between candidate poll times at first
 GRID_SHARE = 0.02  # later, the step is this share of the time since first seen
-KERNEL_WIDTH = 0.25  # in log space: a duration d also counts as d * e^(+-0.25 z)
-KERNEL = (-1.5, -0.75, 0.0, 0.75, 1.5)  # the z points, equally weighted
-PRIOR_SHARE = 0.1
-PRIOR_POINTS = 100
-SHIFT_ROOM = 4.0
+KERNEL_WIDTH = 0.15  # in log space: a bin's weight is spread as a normal law of this deviation
+
+
+@dataclass(frozen=True)
+class Density:
+    """Durations as pieces of weight, each spread evenly over its bin [edges[i], edges[i + 1])."""
+
+    edges: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def total(self) -> float:
+        return sum(self.weights)
+
+    @property
+    def end(self) -> float:
+        return self.edges[-1]
+
+    def below(self, times: Sequence[float]) -> tuple[list[float], list[float]]:
+        """For ascending times: the weight of durations below each, and their weight times duration."""
+        masses, moments = [], []
+        piece, mass, moment = 0, 0.0, 0.0
+        for time in times:
+            while piece < len(self.weights) and self.edges[piece + 1] <= time:
+                mass += self.weights[piece]
+                moment += self.weights[piece] * (self.edges[piece] + self.edges[piece + 1]) / 2
+                piece += 1
+            partial_mass = partial_moment = 0.0
+            if piece < len(self.weights) and time > self.edges[piece]:
+                low, high = self.edges[piece], self.edges[piece + 1]
+                share = (time - low) / (high - low)
+                partial_mass = self.weights[piece] * share
+                partial_moment = partial_mass * (low + time) / 2
+            masses.append(mass + partial_mass)
+            moments.append(moment + partial_moment)
+        return masses, moments
 
 
 @dataclass(frozen=True)
@@ -51,48 +86,44 @@ class Outcome:
     p95_lag: float
 
 
-def learn_schedule(history: History, policy: PollingPolicy) -> tuple[float, ...]:
-    """The poll times for this history (empty when it holds no usable duration)."""
-    smoothed = smooth(history)
-    if not smoothed.durations:
+def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[float, ...]:
+    """The poll times for this history (empty when it holds no batch)."""
+    density = smooth(summary)
+    if density.total <= 0:
         return ()
-    judged = history  # the schedule is drawn on the smoothed history and judged on what really happened
-    target = TARGET_SHARE * evaluate(lambda elapsed: scheduled_delay(elapsed, policy), judged).mean_lag
-    points = sorted(zip(smoothed.durations, smoothed.weights, strict=True))
-    candidates = _candidates(points[-1][0], policy)
-    low, high = 0.0, 4.0 * max(points[-1][0], 1.0)  # cost per call, in seconds of expected lag
-    best = _optimal(points, candidates, policy, low)
+    target = TARGET_SHARE * expected_lag(lambda elapsed: scheduled_delay(elapsed, policy), density)
+    candidates = _candidates(density.end, policy)
+    # The cost per call, in seconds of expected lag, searched in log space: a lag within 0.5% of the target is
+    # as good as the target, and each step is one dynamic program.
+    low, high = math.log(COST_LOWEST), math.log(4.0 * density.end)
+    best = _optimal(density, candidates, policy, 0.0)
     for _ in range(COST_SEARCH_STEPS):
         middle = (low + high) / 2
-        schedule = _optimal(points, candidates, policy, middle)
-        if evaluate(following(schedule, policy), judged).mean_lag <= target:
+        schedule = _optimal(density, candidates, policy, math.exp(middle))
+        if expected_lag(following(schedule, policy), density) <= target:
             best, low = schedule, middle
         else:
             high = middle
     return best
 
 
-def smooth(history: History) -> History:
-    """Each past duration spread over a few nearby durations (a log-normal kernel), so that the schedule does
-    not poll exactly at the durations it happened to see: a few hundred batches are a sample, not the law."""
-    durations: list[float] = []
-    weights: list[float] = []
-    for duration, weight in zip(history.durations, history.weights, strict=True):
-        if not (math.isfinite(duration) and duration > 0 and weight > 0):
-            continue
-        for spread in KERNEL:
-            durations.append(duration * math.exp(KERNEL_WIDTH * spread))
-            weights.append(weight / len(KERNEL))
-    if not durations or PRIOR_SHARE <= 0:
-        return History(tuple(durations), tuple(weights))
-    # A share of the weight spread evenly (in log time) up to SHIFT_ROOM times the longest duration: batches may
-    # yet take longer than any seen, so no stretch of time is left with the widest gaps.
-    low, high = math.log(min(durations)), math.log(SHIFT_ROOM * max(durations))
-    prior_weight = PRIOR_SHARE * sum(weights) / PRIOR_POINTS
-    for index in range(PRIOR_POINTS):
-        durations.append(math.exp(low + (high - low) * (index + 0.5) / PRIOR_POINTS))
-        weights.append(prior_weight)
-    return History(tuple(durations), tuple(weights))
+def smooth(summary: DurationSummary) -> Density:
+    """The summary's weights spread over nearby bins (a log-normal kernel), so that the schedule does not poll
+    at the bins that happened to fill: a few hundred batches are a sample, not the law."""
+    filled = [index for index, weight in enumerate(summary.weights) if weight > 0]
+    if not filled:
+        return Density((0.0, 0.0), (0.0,))
+    reach = 3 * KERNEL_WIDTH / math.log(BIN_RATIO)  # bins: the kernel is cut at 3 deviations
+    spread = [math.exp(-0.5 * (offset * math.log(BIN_RATIO) / KERNEL_WIDTH) ** 2)
+              for offset in range(-int(reach), int(reach) + 1)]
+    scale = sum(spread)
+    weights = [0.0] * BINS
+    for index in filled:
+        for offset, share in enumerate(spread, start=-int(reach)):
+            weights[min(BINS - 1, max(0, index + offset))] += summary.weights[index] * share / scale
+    used = range(next(i for i, w in enumerate(weights) if w > 0), max(i for i, w in enumerate(weights) if w > 0) + 1)
+    edges = (*(bin_range(index)[0] for index in used), bin_range(used[-1])[1])
+    return Density(edges, tuple(weights[index] for index in used))
 
 
 def following(schedule: tuple[float, ...], policy: PollingPolicy) -> Callable[[float], float]:
@@ -123,6 +154,16 @@ def evaluate(delay_after: Callable[[float], float], history: History) -> Outcome
     return Outcome(sum(c * w for _, c, w in results) / total, sum(lag * w for lag, _, w in results) / total, p95)
 
 
+def expected_lag(delay_after: Callable[[float], float], density: Density) -> float:
+    """The mean lag of a schedule over the density: between two polls, every duration is caught by the later."""
+    times = [0.0]
+    while times[-1] < density.end:
+        times.append(times[-1] + delay_after(times[-1]))
+    masses, moments = density.below(times)
+    lag = sum(times[k] * (masses[k] - masses[k - 1]) - (moments[k] - moments[k - 1]) for k in range(1, len(times)))
+    return lag / density.total
+
+
 def _candidates(horizon: float, policy: PollingPolicy) -> list[float]:
     """Where a poll may go: every GRID_STEP seconds at first, then a step that grows with the time (GRID_SHARE
     of it), never wider than the maximum delay, up to the longest duration."""
@@ -134,21 +175,15 @@ def _candidates(horizon: float, policy: PollingPolicy) -> list[float]:
     return times
 
 
-def _optimal(points: list[tuple[float, float]], candidates: list[float], policy: PollingPolicy,
-             cost: float) -> tuple[float, ...]:
+def _optimal(density: Density, candidates: list[float], policy: PollingPolicy, cost: float) -> tuple[float, ...]:
     """Poll times minimising expected lag + cost x calls, by dynamic programming from the last candidate back.
 
     best[i] is the weighted cost still to come after a poll at times[i] that found the batch not final:
-    the cost of each later call weighs by the mass still running, and the lag of every batch that
+    the cost of each later call weighs by the weight still running, and the lag of every batch that
     completes between two polls counts once."""
     times = [0.0, *candidates]
-    durations = [d for d, _ in points]
-    mass, weighted = [0.0], [0.0]  # prefix sums of w and w*d over durations in ascending order
-    for duration, weight in points:
-        mass.append(mass[-1] + weight)
-        weighted.append(weighted[-1] + weight * duration)
-    done = [bisect.bisect_right(durations, time) for time in times]  # durations <= time
-    running = [mass[-1] - mass[index] for index in done]
+    mass, moment = density.below(times)
+    running = [density.total - below for below in mass]
     count = len(times)
     smallest = min(policy.initial_delay, policy.max_delay)
     best = [0.0] * count
@@ -157,15 +192,13 @@ def _optimal(points: list[tuple[float, float]], candidates: list[float], policy:
         if running[i] <= 0:
             continue
         choice, value = count, math.inf
-        widest = min(policy.max_delay, policy.learned_stretch * scheduled_delay(times[i], replace(policy, learned=())))
         for j in range(i + 1, count):
             gap = times[j] - times[i]
-            if gap > widest + 1e-9:
+            if gap > policy.max_delay + 1e-9:
                 break
             if gap < smallest - 1e-9 and j < count - 1:
                 continue  # closer than the smallest delay; only the schedule's last time may be
-            caught_mass = mass[done[j]] - mass[done[i]]
-            lag = times[j] * caught_mass - (weighted[done[j]] - weighted[done[i]])
+            lag = times[j] * (mass[j] - mass[i]) - (moment[j] - moment[i])
             total = cost * running[i] + lag + best[j]
             if total < value:
                 choice, value = j, total

@@ -32,9 +32,10 @@ from .chain import (
 )
 from .config import PollingSettings
 from .device_rows import DeviceRows
+from .learned_schedules import LearnedSchedules
 from .log import ContextLogger, context_logger
 from .messages import BadMessageError, StatusRequest, parse_status_request
-from .models import ENDED_BADLY
+from .models import ENDED_BADLY, Outcome
 from .poison import send_to_poison
 from .policy import Decision, Finalize, PollResult, Requeue, StatusReceived, Throttled, decide
 from .ports import PartnerCenter, Queues, ResultsStorage
@@ -80,9 +81,12 @@ class StatusCheck:
     monotonic: Callable[[], float] = time.monotonic  # how often the fleet's throttle row is read again
     throttle: ThrottleGate = field(init=False)  # the fleet's 429 state
     budget: CallBudget | None = field(init=False)  # the fleet's calls per minute, when there is a budget
+    schedules: LearnedSchedules = field(init=False)  # the poll schedule learned from past batches, per customer
 
     def __post_init__(self) -> None:
         self.throttle = ThrottleGate(self.store, self.monotonic, shared=self.settings.fleet_throttle)
+        self.schedules = LearnedSchedules(self.store, self.settings.learn_min_batches,
+                                          enabled=self.settings.poll_schedule == "learned", monotonic=self.monotonic)
         self.budget = (CallBudget(self.store, self.settings.max_calls_per_minute)
                        if self.settings.max_calls_per_minute else None)
 
@@ -109,12 +113,13 @@ class StatusCheck:
     def _run(self, request: StatusRequest, message_id: str, now: datetime) -> None:
         started = self.monotonic()
         result: PollResult | None = None
+        settings = replace(self.settings, policy=self.schedules.policy_for(request.customer_id, self.settings.policy))
         for turn in range(ROW_CONFLICT_BUDGET + 1):
-            resolution: Resolution | None = (resolve_held(request, now, self.settings.policy, self.new_token())
+            resolution: Resolution | None = (resolve_held(request, now, settings.policy, self.new_token())
                                              if turn == 0 else None)
             if resolution is None:
                 row = self.store.get_batch(request.customer_id, request.batch_tracking_id)
-                resolution = resolve(request, row, now, self.settings.chain_stale_grace, self.settings.policy,
+                resolution = resolve(request, row, now, settings.chain_stale_grace, settings.policy,
                                      self.new_token())
             held = self._hold(resolution, message_id)
             if held is Step.DONE:
@@ -124,7 +129,7 @@ class StatusCheck:
             log = self._logger(held.request, message_id)
             if result is None:
                 result, now = self._poll(held.request, now, log)
-            decision = decide_next(held.request, result, now, self.settings, self.rng, finalising=held.marked)
+            decision = decide_next(held.request, result, now, settings, self.rng, finalising=held.marked)
             if self._after_poll(held, result, decision, now, log, started):
                 return
         raise RowKeptChangingError("the batch row kept changing while this message tried to hold its chain")
@@ -254,7 +259,17 @@ class StatusCheck:
             "outcome": plan.outcome.value, "deviceCount": plan.row.device_count or 0,
             "failedDeviceCount": plan.row.failed_device_count or 0})
         _count_final(plan)
+        self._record_duration(request, plan)
         return True
+
+    def _record_duration(self, request: StatusRequest, plan: FinalPlan) -> None:
+        """A batch Partner Center completed adds how long it took, from first seen to its completedTime (or to
+        the poll that saw it final, when the answer has none), to the summaries the schedule is learned from."""
+        if plan.outcome not in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_FAILURES) or request.state is None:
+            return
+        completed = plan.batch.completed_time if plan.batch and plan.batch.completed_time else None
+        end = completed if completed is not None and completed <= plan.finalized_at else plan.finalized_at
+        self.schedules.record(request.customer_id, (end - request.state.first_seen_at).total_seconds())
 
     def _store_devices(self, request: StatusRequest, devices: DeviceRows, finalized_at: datetime, stored: int,
                        log: ContextLogger, started: float) -> StatusRequest | None:

@@ -20,6 +20,7 @@ from typing import Any
 from shared.alert_log import AlertAttempt, AlertRecord, Claim, claim_decision, claim_fields
 from shared.batch_row import BatchRow, BatchRowChange
 from shared.device_rows import DeviceRow
+from shared.durations import DurationSummary
 from shared.policy import PollResult
 from shared.results_store import RowChangedError
 from shared.webhook import Delivered, DeliveryResult
@@ -158,6 +159,7 @@ class FakeThrottleRows:
     def __init__(self) -> None:
         self.throttles: dict[str, datetime] = {}
         self.budget_calls: dict[datetime, int] = {}  # minute -> calls granted in it
+        self.durations: dict[str, DurationSummary] = {}
 
     def get_throttle(self, scope: str) -> datetime | None:
         return self.throttles.get(scope)
@@ -173,6 +175,13 @@ class FakeThrottleRows:
         granted = max(0, min(wanted, budget - used))
         self.budget_calls[window] = used + granted
         return granted
+
+    # the ~durations rows (shared/learned_schedules.py DurationStore)
+    def get_durations(self, scope: str) -> DurationSummary | None:
+        return self.durations.get(scope)
+
+    def add_duration(self, scope: str, seconds: float) -> None:
+        self.durations[scope] = self.durations.get(scope, DurationSummary()).add(seconds)
 
 
 class FakeResultsStore(FakeThrottleRows):

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
+from shared.durations import DurationSummary, bin_of, summarise
+from shared.learned_schedules import ALL
+from shared.models import BatchStatus
+from shared.policy import PollingPolicy, StatusReceived
+from shared.schedule import learn_schedule
 from shared.webhook import RetryLater
 from tests.functional.fakes import NEVER
 from tests.functional.host import FAILURE_QUEUE, STATUS_QUEUE, App
@@ -259,3 +265,52 @@ def test_two_copies_of_the_message_that_goes_on_store_the_rest_once() -> None:
     assert app.store.rows[(CUSTOMER, tracking)]["outcome"] == "completed_with_failures"
     assert set(app.store.device_writes.values()) == {1}
     assert len(app.webhook.delivered) == 2 and len(app.queues.queues.get(FAILURE_QUEUE, [])) == 0
+
+
+def _twenty_minute_history(count: int) -> DurationSummary:
+    rng = random.Random(11)
+    return summarise([rng.uniform(1100, 1300) for _ in range(count)])
+
+
+@pytest.mark.parametrize("schedule", ["learned", "elapsed"])
+def test_a_customer_s_history_sets_the_poll_schedule_and_each_final_batch_joins_it(schedule: str) -> None:
+    """Batches that take about 20 minutes: the learned schedule waits through the first 18 and then polls densely;
+    the elapsed rule polls all along. Either way the finalised batch is added to the summaries."""
+    app = App.build(POLL_SCHEDULE=schedule)
+    app.store.durations[CUSTOMER] = _twenty_minute_history(60)
+    tracking = _batch(app, finishes(app.clock(), timedelta(minutes=20), devices(["A"])))
+    app.run_until_idle()
+
+    calls = len(app.partner_center.calls[tracking])
+    assert app.store.outcome(CUSTOMER, tracking) == "completed"
+    if schedule == "learned":
+        assert calls <= 7 and min(_gaps(app, tracking)) >= 27
+        learned = learn_schedule(_twenty_minute_history(60), PollingPolicy())
+        first_gap = _gaps(app, tracking)[0]
+        assert abs(first_gap - min(600.0, learned[0])) <= 0.1 * min(600.0, learned[0]) + 1  # jitter: 10%
+    else:
+        assert calls >= 14
+    assert app.store.durations[CUSTOMER].batches == 61 and app.store.durations[ALL].batches == 1
+    # How long it took by Partner Center's completedTime (20 minutes), not by the poll that saw it final.
+    assert app.store.durations[ALL].weights[bin_of(1200.0)] == 1.0
+
+
+def test_without_a_completed_time_a_batch_s_duration_runs_to_the_poll_that_saw_it_final() -> None:
+    app = App.build()
+    first_seen = app.clock()
+
+    def answer(now: datetime, call: int) -> StatusReceived:
+        done = now >= first_seen + timedelta(minutes=20)
+        return StatusReceived(BatchStatus(None, "finished" if done else "processing", None, None, ()))
+
+    tracking = _batch(app, answer)
+    app.run_until_idle()
+    waited = (app.partner_center.calls[tracking][-1] - first_seen).total_seconds()
+    assert waited > 1200 and app.store.durations[ALL].weights[bin_of(waited)] == 1.0
+
+
+def test_a_batch_that_ends_badly_does_not_join_the_history() -> None:
+    app = App.build(POLL_DEADLINE_SECONDS="7200")
+    _batch(app, never_final())
+    app.run_until_idle()
+    assert app.store.durations == {}

@@ -8,8 +8,9 @@ import random
 
 import pytest
 
+from shared.durations import DurationSummary, summarise
 from shared.policy import PollingPolicy, scheduled_delay
-from shared.schedule import History, evaluate, following, learn_schedule
+from shared.schedule import Density, History, evaluate, expected_lag, following, learn_schedule, smooth
 
 POLICY = PollingPolicy()
 
@@ -19,18 +20,24 @@ def _lognormal(seed: int, count: int) -> list[float]:
     return [min(max(rng.lognormvariate(math.log(480), 1.0), 60.0), 86_400.0) for _ in range(count)]
 
 
-@pytest.mark.parametrize("durations", [[], [float("nan")], [-5.0], [float("inf")]])
-def test_no_usable_history_learns_nothing_and_the_elapsed_rule_stands(durations: list[float]) -> None:
-    assert learn_schedule(History.recent(durations), POLICY) == ()
+def _today(history: History) -> tuple[float, float, float]:
+    outcome = evaluate(lambda elapsed: scheduled_delay(elapsed, POLICY), history)
+    return outcome.calls, outcome.mean_lag, outcome.p95_lag
 
 
-@pytest.mark.parametrize("durations", [[300.0], [45.0, 50.0], [3600.0] * 3])
+def test_an_empty_history_learns_nothing_and_the_elapsed_rule_stands() -> None:
+    assert learn_schedule(DurationSummary(), POLICY) == ()
+    assert following((), POLICY)(1000.0) == scheduled_delay(1000.0, POLICY)
+
+
+@pytest.mark.parametrize("durations", [[300.0], [45.0, 50.0], [3600.0] * 3, [0.0], [1e9]])
 def test_a_tiny_history_gives_a_schedule_within_the_delays_and_the_elapsed_rule_after_it(
         durations: list[float]) -> None:
-    schedule = learn_schedule(History.recent(durations), POLICY)
+    schedule = learn_schedule(summarise(durations), POLICY)
     assert schedule and list(schedule) == sorted(schedule)
     gaps = [later - earlier for earlier, later in zip((0.0, *schedule), schedule, strict=False)]
     assert all(gap <= POLICY.max_delay + 1e-6 for gap in gaps)
+    assert all(gap >= POLICY.initial_delay - 1e-6 for gap in gaps[:-1])
     delay = following(schedule, POLICY)
     for elapsed in (schedule[-1], schedule[-1] + 1, 10 * schedule[-1]):
         assert delay(elapsed) == scheduled_delay(elapsed, POLICY)  # past the history: today's rule
@@ -43,23 +50,44 @@ def test_a_learned_delay_stays_between_the_initial_and_the_maximum_delay() -> No
     assert scheduled_delay(40.0, learned) == POLICY.max_delay  # 1,960 s to the next time: the largest delay
 
 
-def test_recent_batches_weigh_more() -> None:
-    history = History.recent([100.0, 200.0, 300.0], decay=0.5)
-    assert history.weights == (0.25, 0.5, 1.0)
+def test_the_density_counts_weight_and_moment_evenly_within_each_piece() -> None:
+    density = Density((100.0, 200.0, 400.0), (1.0, 2.0))
+    masses, moments = density.below([50.0, 150.0, 200.0, 300.0, 1000.0])
+    assert masses == pytest.approx([0.0, 0.5, 1.0, 2.0, 3.0])
+    assert moments == pytest.approx([0.0, 0.5 * 125, 150.0, 150.0 + 250.0, 150.0 + 2 * 300.0])
+    # One poll at 0, then every 100 s: a uniform piece is caught 50 s late on average.
+    assert expected_lag(lambda elapsed: 100.0, Density((100.0, 200.0), (1.0,))) == pytest.approx(50.0)
 
 
-def test_on_batches_like_its_history_it_makes_far_fewer_calls_at_a_similar_lag() -> None:
-    schedule = learn_schedule(History.recent(_lognormal(1, 200), decay=1.0), POLICY)
+def test_the_smoothing_keeps_the_weight_and_spreads_it_to_nearby_durations() -> None:
+    summary = summarise([600.0] * 10)
+    density = smooth(summary)
+    assert density.total == pytest.approx(summary.weight)
+    assert density.edges[0] > 300.0 and density.end < 1200.0  # within 3 kernel widths of 600 s
+    assert len(density.weights) > 3
+
+
+def test_on_batches_like_its_history_it_makes_far_fewer_calls_at_no_worse_lag() -> None:
+    schedule = learn_schedule(summarise(_lognormal(1, 200)), POLICY)
     test = History.recent(_lognormal(2, 2000), decay=1.0)
-    today = evaluate(lambda elapsed: scheduled_delay(elapsed, POLICY), test)
+    today_calls, today_mean, today_p95 = _today(test)
     learned = evaluate(following(schedule, POLICY), test)
-    assert learned.calls < 0.7 * today.calls
-    assert learned.p95_lag < today.p95_lag and learned.mean_lag < 1.2 * today.mean_lag
+    assert learned.calls < 0.62 * today_calls
+    assert learned.mean_lag < 1.1 * today_mean and learned.p95_lag < today_p95
 
 
-def test_when_batches_take_four_times_longer_it_falls_back_without_making_more_calls() -> None:
-    schedule = learn_schedule(History.recent(_lognormal(1, 200), decay=1.0), POLICY)
+def test_a_denser_history_gets_denser_polls_where_its_batches_finish() -> None:
+    short = learn_schedule(summarise([float(d) for d in range(200, 260)]), POLICY)
+    long = learn_schedule(summarise([float(d) for d in range(2000, 2600, 10)]), POLICY)
+    polls_in = lambda schedule, low, high: sum(1 for time in schedule if low <= time <= high)  # noqa: E731
+    assert polls_in(short, 190, 270) > polls_in(long, 190, 270)
+    assert polls_in(long, 1900, 2700) > polls_in(short, 1900, 2700)
+
+
+def test_frozen_when_batches_take_four_times_longer_it_makes_no_more_calls() -> None:
+    """Before the summary has seen a shifted batch: past the history the elapsed rule, so no call storm."""
+    schedule = learn_schedule(summarise(_lognormal(1, 200)), POLICY)
     shifted = History.recent([4 * duration for duration in _lognormal(2, 1000)], decay=1.0)
-    today = evaluate(lambda elapsed: scheduled_delay(elapsed, POLICY), shifted)
+    today_calls, today_mean, _ = _today(shifted)
     learned = evaluate(following(schedule, POLICY), shifted)
-    assert learned.calls <= 1.3 * today.calls and learned.mean_lag <= 1.3 * today.mean_lag
+    assert learned.calls <= 1.3 * today_calls and learned.mean_lag <= 1.3 * today_mean

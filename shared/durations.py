@@ -1,0 +1,98 @@
+"""How long past batches took, summarised small enough for one table row: a histogram of durations over fixed
+log-spaced bins, where each new batch first ages the others (recent batches weigh more), and a running measure
+of how the newest batches sit against the history before them, which tells when batches stop looking like it.
+
+A batch's duration is the time from when batchwatch first saw it to when Partner Center completed it: what the
+poll schedule waits through. The summary is pure data; shared/duration_store.py keeps it in Table Storage.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SHORTEST = 10.0  # seconds: the first bin holds everything up to here
+LONGEST = 172_800.0  # the default deadline: the last bin holds everything from here on
+BIN_RATIO = 1.1  # each bin 10% wider than the one before
+BINS = math.ceil(math.log(LONGEST / SHORTEST) / math.log(BIN_RATIO)) + 1
+EDGES = tuple(SHORTEST * BIN_RATIO**index for index in range(BINS))  # bin i holds [EDGES[i-1], EDGES[i])
+DECAY = 0.995  # each new batch ages every other by this: the newest ~200 batches make up most of the weight
+# The position of each new batch in the history before it (its share of the weight below its duration) is 0.5 on
+# average while batches look like the history. Its running mean over about the last 20 batches (SHIFT_MEMORY) away
+# from 0.5 by more than SHIFT_THRESHOLD means they no longer do.
+SHIFT_MEMORY = 0.05
+SHIFT_THRESHOLD = 0.2
+SHIFT_EVIDENCE = 20.0  # batches of history needed before a position counts
+
+
+@dataclass(frozen=True)
+class DurationSummary:
+    weights: tuple[float, ...] = (0.0,) * BINS  # per bin, aged by DECAY at every new batch
+    position: float = 0.5  # running mean of each new batch's position in the history before it
+    batches: int = 0  # every batch ever added, not aged
+
+    @property
+    def weight(self) -> float:
+        """The history's aged weight, in batches: at most 1 / (1 - DECAY)."""
+        return sum(self.weights)
+
+    @property
+    def shifted(self) -> bool:
+        """The newest batches no longer look like the history: longer or shorter by far."""
+        return abs(self.position - 0.5) > SHIFT_THRESHOLD
+
+    def add(self, duration: float) -> DurationSummary:
+        """This summary with one more batch of this many seconds."""
+        position = self.position
+        if self.weight >= SHIFT_EVIDENCE:
+            position += SHIFT_MEMORY * (self.share_below(duration) - position)
+        index = bin_of(duration)
+        weights = tuple(weight * DECAY + (1.0 if bin_index == index else 0.0)
+                        for bin_index, weight in enumerate(self.weights))
+        return DurationSummary(weights, position, self.batches + 1)
+
+    def to_fields(self) -> dict[str, Any]:
+        """As table properties: the weights as a JSON list (about 1 KB)."""
+        return {"weights": json.dumps([round(weight, 6) for weight in self.weights], separators=(",", ":")),
+                "position": self.position, "batches": self.batches}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> DurationSummary | None:
+        """None when the stored properties are not a summary of these bins (then a new one starts)."""
+        try:
+            weights = tuple(float(weight) for weight in json.loads(fields["weights"]))
+            position, batches = float(fields["position"]), int(fields["batches"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        usable = all(math.isfinite(weight) and weight >= 0 for weight in weights)
+        if len(weights) != BINS or not usable or not 0 <= position <= 1 or batches < 0:
+            return None
+        return cls(weights, position, batches)
+
+    def share_below(self, duration: float) -> float:
+        """The share of the history's weight below this duration, half of its own bin counted."""
+        index = bin_of(duration)
+        total = self.weight
+        if total <= 0:
+            return 0.5
+        return (sum(self.weights[:index]) + self.weights[index] / 2) / total
+
+
+def bin_of(duration: float) -> int:
+    return min(BINS - 1, bisect.bisect_right(EDGES, duration))
+
+
+def bin_range(index: int) -> tuple[float, float]:
+    """Where bin index's durations lie (the first from 0; longer ones than the last bin's are counted in it)."""
+    return EDGES[index - 1] if index else 0.0, EDGES[index]
+
+
+def summarise(durations_oldest_first: Sequence[float]) -> DurationSummary:
+    summary = DurationSummary()
+    for duration in durations_oldest_first:
+        summary = summary.add(duration)
+    return summary

@@ -1,0 +1,76 @@
+"""The summary of past durations: recent batches weigh more, it fits a table row, and it notices when the newest
+batches stop looking like the history."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from shared.durations import BINS, DECAY, DurationSummary, bin_of, bin_range, summarise
+
+
+def _lognormal(rng: random.Random, median: float = 480.0) -> float:
+    return min(max(rng.lognormvariate(math.log(median), 1.0), 60.0), 86_400.0)
+
+
+def test_each_batch_lands_in_the_bin_that_holds_its_duration() -> None:
+    for duration in (0.0, 9.99, 10.0, 480.0, 86_400.0, 172_800.0):
+        low, high = bin_range(bin_of(duration))
+        assert low <= duration < high
+    assert bin_of(1e12) == BINS - 1 and bin_of(-5.0) == 0
+
+
+def test_recent_batches_weigh_more_and_the_weight_is_bounded() -> None:
+    summary = summarise([100.0, 1000.0])
+    assert summary.weights[bin_of(1000.0)] == 1.0
+    assert summary.weights[bin_of(100.0)] == pytest.approx(DECAY)
+    long = summarise([300.0] * 5000)
+    assert long.batches == 5000 and long.weight == pytest.approx(1 / (1 - DECAY), rel=1e-3)
+
+
+def test_the_summary_round_trips_through_table_properties_within_a_row() -> None:
+    summary = summarise([float(d) for d in range(60, 5000, 7)])
+    fields = summary.to_fields()
+    assert len(fields["weights"]) < 4000  # far below the 64 KiB a property may hold
+    again = DurationSummary.from_fields(fields)
+    assert again is not None and again.batches == summary.batches
+    assert again.position == summary.position
+    assert again.weights == pytest.approx(summary.weights, abs=1e-6)
+
+
+@pytest.mark.parametrize("fields", [
+    {}, {"weights": "not json", "position": 0.5, "batches": 1}, {"weights": "[1, 2]", "position": 0.5, "batches": 1},
+    {"weights": "[" + ",".join(["-1"] * BINS) + "]", "position": 0.5, "batches": 1},
+    {"weights": "[" + ",".join(["0"] * BINS) + "]", "position": float("nan"), "batches": 1},
+    {"weights": "[" + ",".join(["0"] * BINS) + "]", "position": 0.5, "batches": "many"},
+])
+def test_stored_properties_that_are_not_a_summary_read_as_none(fields: dict[str, object]) -> None:
+    assert DurationSummary.from_fields(fields) is None
+
+
+def test_batches_like_the_history_are_not_a_shift() -> None:
+    rng = random.Random(3)
+    summary = summarise([_lognormal(rng) for _ in range(2000)])
+    assert abs(summary.position - 0.5) < 0.15 and not summary.shifted
+
+
+@pytest.mark.parametrize("factor", [4.0, 0.25])
+def test_batches_four_times_longer_or_shorter_are_a_shift_within_a_few_dozen(factor: float) -> None:
+    rng = random.Random(4)
+    summary = summarise([_lognormal(rng) for _ in range(300)])
+    added = 0
+    while not summary.shifted:
+        summary = summary.add(factor * _lognormal(rng))
+        added += 1
+        assert added <= 40, "the shift was not noticed"
+    # The history then learns the new durations and the shift is over.
+    for _ in range(600):
+        summary = summary.add(factor * _lognormal(rng))
+    assert not summary.shifted
+
+
+def test_the_first_batches_are_not_judged_against_a_history_too_small_to_say() -> None:
+    summary = summarise([100.0] * 5 + [10_000.0] * 5)
+    assert summary.position == 0.5

@@ -1,0 +1,122 @@
+"""Which schedule a poll follows: the customer's, else every customer's, else the elapsed rule; read at most every
+REFRESH_SECONDS per process, and never a reason for a poll to fail."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from shared.durations import DurationSummary, summarise
+from shared.learned_schedules import ALL, REFRESH_SECONDS, RELEARN_AFTER, LearnedSchedules
+from shared.policy import PollingPolicy
+from shared.schedule import learn_schedule
+
+POLICY = PollingPolicy()
+
+
+class Summaries:
+    def __init__(self, rows: dict[str, DurationSummary] | None = None, broken: bool = False) -> None:
+        self.rows = rows or {}
+        self.broken = broken
+        self.reads: list[str] = []
+
+    def get_durations(self, scope: str) -> DurationSummary | None:
+        self.reads.append(scope)
+        if self.broken:
+            raise ConnectionError("storage is down")
+        return self.rows.get(scope)
+
+    def add_duration(self, scope: str, seconds: float) -> None:
+        if self.broken:
+            raise ConnectionError("storage is down")
+        self.rows[scope] = self.rows.get(scope, DurationSummary()).add(seconds)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _shuffled(durations: range) -> list[float]:
+    """In a random order: in ascending order each batch is longer than the history before it, which is a shift."""
+    ordered = [float(duration) for duration in durations]
+    random.Random(5).shuffle(ordered)
+    return ordered
+
+
+SHORT = summarise(_shuffled(range(200, 300)))  # 100 batches of 200-300 s
+LONG = summarise(_shuffled(range(2000, 3000, 10)))
+
+
+def test_with_too_few_batches_anywhere_the_elapsed_rule_stands() -> None:
+    schedules = LearnedSchedules(Summaries({"c": summarise([300.0] * 49), ALL: summarise([300.0] * 49)}), 50)
+    assert schedules.policy_for("c", POLICY) == POLICY
+
+
+def test_a_customer_with_enough_batches_gets_its_own_schedule_and_others_get_everyone_s() -> None:
+    store = Summaries({"big": SHORT, "small": summarise([5000.0] * 10), ALL: LONG})
+    schedules = LearnedSchedules(store, 50)
+    assert schedules.policy_for("big", POLICY).learned == learn_schedule(SHORT, POLICY)
+    assert schedules.policy_for("small", POLICY).learned == learn_schedule(LONG, POLICY)
+    assert schedules.policy_for("new", POLICY).learned == learn_schedule(LONG, POLICY)
+
+
+def test_a_shifted_customer_goes_back_to_the_elapsed_rule(caplog: pytest.LogCaptureFixture) -> None:
+    shifted = SHORT
+    for _ in range(30):
+        shifted = shifted.add(2000.0)
+    assert shifted.shifted
+    with caplog.at_level(logging.INFO, logger="batchwatch.poll_schedule"):
+        policy = LearnedSchedules(Summaries({"c": shifted, ALL: LONG}), 50).policy_for("c", POLICY)
+    assert policy.learned == ()
+    assert "no longer look like the history" in caplog.text
+
+
+def test_the_summaries_are_read_once_per_refresh_and_relearned_only_after_enough_new_batches() -> None:
+    store, clock = Summaries({"c": SHORT}), Clock()
+    schedules = LearnedSchedules(store, 50, monotonic=clock)
+    first = schedules.policy_for("c", POLICY).learned
+    for _ in range(20):
+        schedules.policy_for("c", POLICY)
+    assert store.reads == ["c"]
+    for _ in range(RELEARN_AFTER - 1):
+        schedules.record("c", 290.0)
+    clock.now += REFRESH_SECONDS
+    assert schedules.policy_for("c", POLICY).learned == first and store.reads == ["c", "c"]
+    schedules.record("c", 290.0)
+    clock.now += REFRESH_SECONDS
+    assert schedules.policy_for("c", POLICY).learned == learn_schedule(store.rows["c"], POLICY) != first
+
+
+def test_finalised_batches_are_added_to_the_customer_and_to_everyone() -> None:
+    store = Summaries()
+    schedules = LearnedSchedules(store, 50)
+    schedules.record("c", 120.0)
+    schedules.record("d", -3.0)  # completed before it was first seen: 0 s
+    assert store.rows["c"].batches == 1 and store.rows["d"].batches == 1 and store.rows[ALL].batches == 2
+    assert store.rows["d"].weights[0] == 1.0
+
+
+def test_storage_faults_never_stop_a_poll_and_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    store, clock = Summaries({"c": SHORT}), Clock()
+    schedules = LearnedSchedules(store, 50, monotonic=clock)
+    learned = schedules.policy_for("c", POLICY).learned
+    store.broken = True
+    clock.now += REFRESH_SECONDS
+    with caplog.at_level(logging.WARNING, logger="batchwatch.poll_schedule"):
+        assert schedules.policy_for("c", POLICY).learned == learned  # what was learned stays
+        assert LearnedSchedules(store, 50).policy_for("c", POLICY) == POLICY  # nothing learned: the elapsed rule
+        schedules.record("c", 100.0)
+    assert "could not read the customer c summary" in caplog.text
+    assert "could not add a batch's duration to the customer c summary" in caplog.text
+
+
+def test_poll_schedule_elapsed_reads_nothing() -> None:
+    store = Summaries({"c": SHORT})
+    assert LearnedSchedules(store, 50, enabled=False).policy_for("c", POLICY) == POLICY
+    assert store.reads == []
