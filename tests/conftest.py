@@ -157,8 +157,8 @@ class Stack:
             raise
 
     def batch_rows(self) -> list[dict[str, Any]]:
-        """Batch rows, without the ~tracking index rows that map a tracking id to its customer."""
-        return [row for row in self.rows("BATCH_TABLE_NAME") if row["PartitionKey"] != "~tracking"]
+        """Batch rows, without batchwatch's own rows (~tracking, ~throttle, ~durations)."""
+        return [row for row in self.rows("BATCH_TABLE_NAME") if not str(row["PartitionKey"]).startswith("~")]
 
     def peek(self, queue_name: str) -> list[Any]:
         """Every message in a queue, visible or not, read by receiving with a 1 s lease."""

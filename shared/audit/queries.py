@@ -61,7 +61,7 @@ class AuditQueries:
 
     def all_batches(self, since: datetime | None = None, until: datetime | None = None,
                     outcome: str | None = None) -> Iterator[Row]:
-        # Customer ids are GUIDs; batchwatch's own rows (~tracking, ~throttle) sort after them.
+        # Customer ids are GUIDs; batchwatch's own rows (~tracking, ~throttle, ~durations) sort after them.
         query, parameters = _filters("PartitionKey lt @own", since, until, outcome)
         yield from query_rows(self.clients.table(self.names.batch_table), query, own="~", **parameters)
 

@@ -1,0 +1,53 @@
+"""The learned poll schedule on the real stack: the function reads a customer's summary from Table Storage, polls
+by it, and adds each completed batch to the summaries."""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+
+import pytest
+
+from shared.durations import DurationSummary, bin_of, summarise
+from shared.learned_schedules import ALL
+from shared.results_store import DURATIONS_PARTITION
+from tests.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_customer_with_a_history_is_polled_by_its_learned_schedule_and_the_batch_joins_it(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Two batches that each take about 20 s: the customer with 60 past batches of 18-22 s is polled a few times
+    near the end, the new customer by the elapsed rule from the start."""
+    monkeypatch.setenv("POLL_MAX_DELAY_SECONDS", "30")
+    caplog.set_level(logging.INFO, logger="batchwatch.poll_schedule")
+    rng = random.Random(3)
+    history = summarise([rng.uniform(18, 22) for _ in range(60)])
+    known, new = str(uuid.uuid4()), str(uuid.uuid4())
+    stack.table("BATCH_TABLE_NAME").create_table()
+    stack.table("BATCH_TABLE_NAME").upsert_entity({"PartitionKey": DURATIONS_PARTITION, "RowKey": known,
+                                                   **history.to_fields()})
+    stack.control("config", {"queuedSeconds": 2, "processingSeconds": 18})
+    locations = {customer: stack.upload(customer, [{"serialNumber": f"SN-{customer[:4]}"}])
+                 for customer in (known, new)}
+    stack.start_host()
+    for location in locations.values():
+        stack.send({"location": location})
+
+    rows = {customer: stack.wait_final(customer, location.rsplit("/", 1)[-1], timeout=90)
+            for customer, location in locations.items()}
+
+    assert {row["outcome"] for row in rows.values()} == {"completed"}
+    polls = {customer: row["pollCount"] for customer, row in rows.items()}
+    assert polls[known] <= 7 and polls[known] + 4 <= polls[new], polls  # measured here: 5 against 11
+    assert f"poll schedule for customer {known}: learned from 60 batches" in caplog.text
+    assert f"poll schedule for customer {new}: the elapsed rule (0 batches recorded, 50 needed" in caplog.text
+    stored = {row["RowKey"]: DurationSummary.from_fields(row)
+              for row in stack.rows("BATCH_TABLE_NAME", "PartitionKey eq @p", p=DURATIONS_PARTITION)}
+    assert stored[known] is not None and stored[known].batches == 61
+    assert stored[new] is not None and stored[new].batches == 1
+    assert stored[ALL] is not None and stored[ALL].batches == 2
+    took = [index for index, weight in enumerate(stored[new].weights) if weight]
+    assert took == [bin_of(20.0)] or abs(took[0] - bin_of(20.0)) <= 1  # Partner Center's ~20 s, not the polls'
