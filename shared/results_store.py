@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
@@ -26,7 +28,10 @@ TRACKING_INDEX_PARTITION = "~tracking"  # batch table rows that map a tracking i
 THROTTLE_PARTITION = "~throttle"  # batch table rows that say until when Partner Center must not be called
 BUDGET_ROW = "budget"  # the ~throttle row counting the calls granted in the current minute
 DURATIONS_PARTITION = "~durations"  # batch table rows summarising how long batches took (shared/durations.py)
-DURATION_WRITE_ATTEMPTS = 5
+# Every conflict means another batch was added, so writers make progress; a short random pause spreads writers
+# that finalise at once. The row is statistics: past the attempts the batch is left out (and logged).
+DURATION_WRITE_ATTEMPTS = 10
+DURATION_RETRY_PAUSE = 0.05  # seconds, at most, times the attempt
 # A conflict means another process took calls meanwhile, so conflicts end when the budget does; this bound is
 # only against a row that keeps changing for another reason.
 BUDGET_CLAIM_ATTEMPTS = 100
@@ -130,7 +135,9 @@ class ResultsStore:
         return DurationSummary.from_fields(entity) if entity is not None else None
 
     def add_duration(self, scope: str, seconds: float) -> None:
-        for _ in range(DURATION_WRITE_ATTEMPTS):
+        for attempt in range(DURATION_WRITE_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, DURATION_RETRY_PAUSE * attempt))
             current = self._clients.with_table(self._batch_table, partial(_get_row, key=(DURATIONS_PARTITION, scope)))
             summary = (DurationSummary.from_fields(current) if current is not None else None) or DurationSummary()
             try:

@@ -4,6 +4,7 @@ by it, and adds each completed batch to the summaries."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import uuid
 
@@ -51,3 +52,28 @@ def test_a_customer_with_a_history_is_polled_by_its_learned_schedule_and_the_bat
     assert stored[ALL] is not None and stored[ALL].batches == 2
     took = [index for index, weight in enumerate(stored[new].weights) if weight]
     assert took == [bin_of(20.0)] or abs(took[0] - bin_of(20.0)) <= 1  # Partner Center's ~20 s, not the polls'
+
+
+def test_processes_adding_durations_at_once_each_land_once_under_the_etag(stack: Stack) -> None:
+    """Three stores add five batches each to the same ~durations row at once: a lost race is retried on the row
+    as it now is, so every batch is counted and none twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.config import load_settings
+    from shared.results_store import ResultsStore
+    from shared.storage import StorageClients
+
+    settings = load_settings(os.environ)
+    stores = [ResultsStore(StorageClients(settings.storage), settings.batch_table, settings.device_table,
+                           settings.history_table) for _ in range(3)]
+
+    def add(store: ResultsStore) -> None:
+        for _ in range(5):
+            store.add_duration("shared-scope", 300.0)
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(add, stores))
+    summary = stores[0].get_durations("shared-scope")
+    assert summary is not None and summary.batches == 15
+    assert summary.weights[bin_of(300.0)] == pytest.approx(sum(0.995**age for age in range(15)))
+    assert stores[0].get_durations("no-such-scope") is None
