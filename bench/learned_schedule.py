@@ -2,10 +2,12 @@
 intervals, in virtual time with the policy code itself: trained on a summary of 200 batches, tested on other
 batches of the same family, and on batches that take 4 times longer (a shift).
 
-The shift is run two ways. Frozen: the schedule learned before the shift, never updated (the worst case, as if
-no batch finished after it). As deployed: the batches arrive one a minute and poll through LearnedSchedules
-itself, whose summary gains each batch as it is finalised and which each poll reads as a process would, so the
-shift detector and the relearning are the ones that run in the function.
+Every delay is the function's own: decide() with the policy's ±10% jitter (fixed seeds), in whole seconds as the
+queue takes it; the deadline is lifted so that no batch of a day or more times out. The shift is run two ways.
+Frozen: the schedule learned before the shift, never updated (the worst case, as if no batch finished after it).
+As deployed: the batches arrive one a minute and poll through LearnedSchedules itself, whose summary gains each
+batch as it is finalised and which each poll reads as a process would, so the shift detector and the relearning
+are the ones that run in the function.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import heapq
 import math
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from shared.durations import DurationSummary, summarise
 from shared.learned_schedules import ALL, LearnedSchedules
-from shared.policy import PollingPolicy, scheduled_delay
-from shared.schedule import History, Outcome, evaluate, following, learn_schedule
+from shared.models import BatchStatus
+from shared.policy import PollingPolicy, Requeue, StatusReceived, decide
+from shared.schedule import History, Outcome, evaluate, learn_schedule
+from shared.storage import queue_delay
 
 Family = Callable[[random.Random], float]
 FAMILIES: dict[str, Family] = {
@@ -35,9 +40,12 @@ OTHER_SAMPLES = 8  # further training samples per family, to show how much one s
 ARRIVAL_SECONDS = 60.0  # as deployed: one batch a minute
 MIN_BATCHES = 50  # POLL_LEARN_MIN_BATCHES' default
 CUSTOMER = "bench-customer"
+PROCESSING = StatusReceived(BatchStatus("bench", "processing", None, None, ()))
+NO_DEADLINE = 10.0**9
 
 
-def learned_schedule(batches: int, policy: PollingPolicy) -> dict[str, Any]:
+def learned_schedule(batches: int, deployed: PollingPolicy) -> dict[str, Any]:
+    policy = replace(deployed, deadline=NO_DEADLINE)
     families = {}
     for index, (name, family) in enumerate(FAMILIES.items()):
         trainer, rng = random.Random(1000 + index), random.Random(2000 + index)
@@ -45,14 +53,11 @@ def learned_schedule(batches: int, policy: PollingPolicy) -> dict[str, Any]:
         test = History.recent([family(rng) for _ in range(batches)], decay=1.0)
         shifted = [SHIFT * duration for duration in test.durations]
         schedule = learn_schedule(training, policy)
-        rules: dict[str, Callable[[float], float]] = {
-            "today (elapsed rule)": lambda elapsed: scheduled_delay(elapsed, policy),
-            "learned": following(schedule, policy),
-        }
-        figures = {rule: _figure(evaluate(delay, test)) for rule, delay in rules.items()}
+        rules: dict[str, tuple[float, ...]] = {"today (elapsed rule)": (), "learned": schedule}
+        figures = {rule: _figure(evaluate(polled(times, policy), test)) for rule, times in rules.items()}
         figures |= {peer: _figure(_fixed(interval, test)) for peer, interval in PEERS.items()}
-        today_shifted = evaluate(rules["today (elapsed rule)"], History.recent(shifted, decay=1.0))
-        frozen_shifted = evaluate(rules["learned"], History.recent(shifted, decay=1.0))
+        today_shifted = evaluate(polled((), policy), History.recent(shifted, decay=1.0))
+        frozen_shifted = evaluate(polled(schedule, policy), History.recent(shifted, decay=1.0))
         deployed_shifted = as_deployed(training, shifted, policy)
         today, learned = figures["today (elapsed rule)"], figures["learned"]
         goals = _goals(today, learned)
@@ -74,12 +79,24 @@ def learned_schedule(batches: int, policy: PollingPolicy) -> dict[str, Any]:
             "families": families}
 
 
+def polled(schedule: tuple[float, ...], policy: PollingPolicy, seed: int = 7) -> Callable[[float], float]:
+    """The delay check_batch_status gives after a poll at elapsed that found the batch processing."""
+    with_schedule, rng = replace(policy, learned=schedule), random.Random(seed)
+    return lambda elapsed: _delay(decide(PROCESSING, elapsed, 0, 0, with_schedule, rng))
+
+
+def _delay(decision: object) -> float:
+    assert isinstance(decision, Requeue)
+    return queue_delay(decision.delay)
+
+
 def as_deployed(history: DurationSummary, durations: list[float], policy: PollingPolicy) -> Outcome:
     """The batches, one every ARRIVAL_SECONDS, each polled with the schedule LearnedSchedules gives at that poll,
     and each added to the summaries when a poll finds it final (as check_batch_status does)."""
     store = _Summaries({CUSTOMER: history, ALL: history})
     clock = [0.0]
     schedules = LearnedSchedules(store, MIN_BATCHES, monotonic=lambda: clock[0])
+    rng = random.Random(7)
     polls = [(index * ARRIVAL_SECONDS, index, 0.0) for index in range(len(durations))]
     heapq.heapify(polls)
     calls, lags = [0] * len(durations), [0.0] * len(durations)
@@ -90,7 +107,7 @@ def as_deployed(history: DurationSummary, durations: list[float], policy: Pollin
             lags[index] = elapsed - durations[index]
             schedules.record(CUSTOMER, durations[index])
             continue
-        delay = scheduled_delay(elapsed, schedules.policy_for(CUSTOMER, policy))
+        delay = _delay(decide(PROCESSING, elapsed, 0, 0, schedules.policy_for(CUSTOMER, policy), rng))
         heapq.heappush(polls, (clock[0] + delay, index, elapsed + delay))
     ordered = sorted(lags)
     return Outcome(sum(calls) / len(calls), sum(lags) / len(lags), ordered[int(0.95 * len(ordered))])
@@ -125,7 +142,7 @@ def _other_samples(index: int, family: Family, test: History, today: dict[str, f
     for sample in range(1, OTHER_SAMPLES + 1):
         trainer = random.Random(1000 + index + 100 * sample)
         schedule = learn_schedule(summarise([family(trainer) for _ in range(TRAINING)]), policy)
-        learned = _figure(evaluate(following(schedule, policy), test))
+        learned = _figure(evaluate(polled(schedule, policy), test))
         ratios.append({key: learned[key] / today[key] for key in today})
         for goal, ok in _goals(today, learned).items():
             met[goal] += ok

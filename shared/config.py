@@ -91,7 +91,7 @@ class PollingSettings(StorageNames):
     finalize_step_seconds: float = 120.0  # how long one invocation writes a final result before it hands on
     fleet_throttle: bool = True  # a 429 holds every poll of the partner in every instance (shared/throttle.py)
     max_calls_per_minute: int = 0  # the fleet's Partner Center call budget; 0: none
-    poll_schedule: str = "learned"  # POLL_SCHEDULE: learned from past batches (shared/learned_schedules.py), or elapsed
+    poll_schedule: str = "elapsed"  # POLL_SCHEDULE: elapsed, or learned from past batches (shared/learned_schedules.py)
     learn_min_batches: int = 50  # batches a customer (else every customer) needs before its schedule is learned
 
     def __repr__(self) -> str:

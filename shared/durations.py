@@ -3,7 +3,7 @@ log-spaced bins, where each new batch first ages the others (recent batches weig
 of how the newest batches sit against the history before them, which tells when batches stop looking like it.
 
 A batch's duration is the time from when batchwatch first saw it to when Partner Center completed it: what the
-poll schedule waits through. The summary is pure data; shared/duration_store.py keeps it in Table Storage.
+poll schedule waits through. The summary is pure data; shared/results_store.py keeps it in Table Storage.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SHORTEST = 10.0  # seconds: the first bin holds everything up to here
-LONGEST = 172_800.0  # the default deadline: the last bin holds everything from here on
+LONGEST = 172_800.0  # the default deadline: the last bin (from about 166,700 s) holds everything longer
 BIN_RATIO = 1.1  # each bin 10% wider than the one before
 BINS = math.ceil(math.log(LONGEST / SHORTEST) / math.log(BIN_RATIO)) + 1
 EDGES = tuple(SHORTEST * BIN_RATIO**index for index in range(BINS))  # bin i holds [EDGES[i-1], EDGES[i])

@@ -2,11 +2,13 @@
 the customer has POLL_LEARN_MIN_BATCHES of them, else from every customer's, else today's elapsed rule.
 
 The summaries (shared/durations.py) are rows in the batch table (PartitionKey ~durations, RowKey the customer id or
-ALL), updated under their etag when a batch is finalised. Each process reads a scope's rows at most every
-REFRESH_SECONDS and relearns its schedule only when they changed, so a poll in the normal case costs no storage
-request and no computation. A scope whose newest batches no longer look like its history (DurationSummary.shifted)
-goes back to the elapsed rule until the history has caught up with them. Nothing here ever stops a poll: a summary
-that cannot be read or written is logged and the elapsed rule stands.
+~all), updated under their etag when a batch completes. Each process reads a scope's row at most once every
+REFRESH_SECONDS, and learns its schedule again only when RELEARN_AFTER more batches were added; a customer polled
+more often than that costs no storage request and no computation per poll. The row is read and the schedule learned
+outside the lock, so other polls in the process go on with what was known. A scope whose newest batches no longer
+look like its history (DurationSummary.shifted) goes back to the elapsed rule until the history has caught up with
+them. Nothing here ever stops a poll: a summary that cannot be read, written or learned from is logged, and what
+was learned before, or else the elapsed rule, stands.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 from .durations import DurationSummary
 from .log import context_logger
@@ -29,6 +31,8 @@ REFRESH_SECONDS = 300.0
 RELEARN_AFTER = 10
 
 log = context_logger("batchwatch.poll_schedule")
+
+Verdict = Literal["few batches", "shifted", "learned"]
 
 
 class DurationStore(Protocol):
@@ -49,33 +53,36 @@ class Chosen:
     batches: int  # the summary's batch count it was learned from
     schedule: tuple[float, ...]
     why: str
-    verdict: str  # few (batches), shifted or learned
+    verdict: Verdict
 
 
 class LearnedSchedules:
     def __init__(self, store: DurationStore, min_batches: int, enabled: bool = True,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = store
-        self.min_batches = min_batches
-        self.enabled = enabled
+        self._min_batches = min_batches
+        self._enabled = enabled
         self._monotonic = monotonic
         self._chosen: dict[str, Chosen] = {}
         self._lock = threading.Lock()
 
     def policy_for(self, customer_id: str, policy: PollingPolicy) -> PollingPolicy:
         """The policy with the customer's learned schedule (none: the elapsed rule)."""
-        if not self.enabled:
+        if not self._enabled:
             return policy
         customer = self._choose(customer_id, policy)
-        if customer.schedule or customer.batches >= self.min_batches:
+        if customer.verdict != "few batches":
             return replace(policy, learned=customer.schedule)
         return replace(policy, learned=self._choose(ALL, policy).schedule)
 
     def record(self, customer_id: str, seconds: float) -> None:
-        """A finalised batch took this many seconds from first seen to complete: add it to both scopes."""
+        """A batch completed this many seconds after it was first seen: add it to both scopes. A batch complete
+        before it was first seen is final at the first poll whatever the schedule, and is left out."""
+        if seconds <= 0:
+            return
         for scope in (customer_id, ALL):
             try:
-                self._store.add_duration(scope, max(0.0, seconds))
+                self._store.add_duration(scope, seconds)
             except Exception as exc:  # a summary is statistics: a batch missing from it changes little
                 log.warning("could not add a batch's duration to the %s summary: %s: %s", _name(scope),
                             type(exc).__name__, exc)
@@ -84,47 +91,49 @@ class LearnedSchedules:
         with self._lock:
             chosen = self._chosen.get(scope)
             now = self._monotonic()
-            if chosen is not None and now - chosen.read_at < REFRESH_SECONDS:
-                return chosen
-            try:
-                summary = self._store.get_durations(scope)
-            except Exception as exc:
-                log.warning("could not read the %s summary of durations: %s: %s", _name(scope),
-                            type(exc).__name__, exc)
-                summary = None
-                if chosen is not None:  # keep what was learned; read again after REFRESH_SECONDS
-                    self._chosen[scope] = replace(chosen, read_at=now)
-                    return self._chosen[scope]
-            batches = summary.batches if summary else 0
-            if (chosen is not None and 0 <= batches - chosen.batches < RELEARN_AFTER
-                    and chosen.verdict == self._verdict(summary)):
-                self._chosen[scope] = replace(chosen, read_at=now)
-                return self._chosen[scope]
-            fresh = self._learn(summary, policy, now)
-            if chosen is None or fresh.verdict != chosen.verdict:
-                log.info("poll schedule for %s: %s", _name(scope), fresh.why)
+            if chosen is not None:
+                if now - chosen.read_at < REFRESH_SECONDS:
+                    return chosen
+                self._chosen[scope] = replace(chosen, read_at=now)  # the others go on with it meanwhile
+        fresh = self._refresh(scope, chosen, policy, now)
+        with self._lock:
             self._chosen[scope] = fresh
-            return fresh
+        if chosen is None or fresh.verdict != chosen.verdict:
+            log.info("poll schedule for %s: %s", _name(scope), fresh.why)
+        return fresh
 
-    def _verdict(self, summary: DurationSummary | None) -> str:
-        if summary is None or summary.batches < self.min_batches:
-            return "few"
+    def _refresh(self, scope: str, chosen: Chosen | None, policy: PollingPolicy, now: float) -> Chosen:
+        try:
+            summary = self._store.get_durations(scope)
+            verdict = self._verdict(summary)
+            if chosen is not None and verdict == chosen.verdict and summary is not None and (
+                    0 <= summary.batches - chosen.batches < RELEARN_AFTER):
+                return replace(chosen, read_at=now)
+            return self._learn(summary, verdict, policy, now)
+        except Exception as exc:  # keep what was learned (or the elapsed rule); read again after REFRESH_SECONDS
+            log.warning("could not read or learn from the %s summary of durations: %s: %s", _name(scope),
+                        type(exc).__name__, exc)
+            return replace(chosen, read_at=now) if chosen else Chosen(now, 0, (), "the elapsed rule", "few batches")
+
+    def _verdict(self, summary: DurationSummary | None) -> Verdict:
+        if summary is None or summary.batches < self._min_batches:
+            return "few batches"
         return "shifted" if summary.shifted else "learned"
 
-    def _learn(self, summary: DurationSummary | None, policy: PollingPolicy, now: float) -> Chosen:
-        verdict = self._verdict(summary)
-        if summary is None or verdict == "few":
+    def _learn(self, summary: DurationSummary | None, verdict: Verdict, policy: PollingPolicy, now: float) -> Chosen:
+        if summary is None or verdict == "few batches":
             batches = summary.batches if summary else 0
             return Chosen(now, batches, (), f"the elapsed rule ({batches} batches recorded, "
-                                             f"{self.min_batches} needed to learn)", verdict)
+                                             f"{self._min_batches} needed to learn)", verdict)
         if verdict == "shifted":
             return Chosen(now, summary.batches, (), "the elapsed rule (the newest batches no longer look like the "
                                                     f"history: their mean position in it is {summary.position:.2f})",
                           verdict)
         schedule = learn_schedule(summary, replace(policy, learned=()))
-        return Chosen(now, summary.batches, schedule, f"learned from {summary.batches} batches, {len(schedule)} "
-                                                      f"poll times up to {schedule[-1] if schedule else 0:.0f} s",
-                      verdict)
+        why = (f"learned from {summary.batches} batches, {len(schedule)} poll times up to {schedule[-1]:.0f} s"
+               if schedule else f"the elapsed rule (nothing learned from {summary.batches} batches makes fewer "
+                                "calls at no worse lag)")
+        return Chosen(now, summary.batches, schedule, why, verdict)
 
 
 def _name(scope: str) -> str:

@@ -166,9 +166,16 @@ def scheduled_delay(elapsed: float, policy: PollingPolicy) -> float:
     """The delay to the next poll after an ordinary answer: to the learned schedule's next time while there is
     one, else this share of the time already waited; always between the initial and the maximum delay."""
     by_elapsed = min(policy.max_delay, max(policy.initial_delay, policy.backoff_factor * elapsed))
-    if policy.learned and elapsed < policy.learned[-1]:
-        due = policy.learned[bisect.bisect_right(policy.learned, elapsed)]
-        return min(policy.max_delay, max(policy.initial_delay, due - elapsed))
+    learned = policy.learned
+    due = bisect.bisect_right(learned, elapsed)
+    if due < len(learned):
+        aimed_from = learned[due - 1] if due else 0.0
+        # A poll that the jitter brought a little early is the poll it was aiming for: aim at the next time, or
+        # it would poll again an initial delay later, one call more than the schedule.
+        if learned[due] - elapsed <= policy.jitter * (learned[due] - aimed_from):
+            due += 1
+    if due < len(learned):
+        return min(policy.max_delay, max(policy.initial_delay, learned[due] - elapsed))
     return by_elapsed
 
 

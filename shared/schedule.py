@@ -23,10 +23,13 @@ from .policy import PollingPolicy, scheduled_delay
 
 COST_SEARCH_STEPS = 14
 COST_LOWEST = 0.01  # seconds of lag a call is worth at the least
+# Poll times the program chooses among. The defaults give about 400 for a 2-day history; delays of a second or
+# two give one per delay, so a long history there is left to the elapsed rule rather than a slow program.
+MAX_CANDIDATES = 2000
 TARGET_SHARE = 0.95  # of the elapsed rule's mean lag on the density: a margin for batches unlike the history
-GRID_STEP = 5.0  # seconds between candidate poll times at first
+GRID_STEP = 5.0  # seconds between candidate poll times at first, at most
 GRID_SHARE = 0.02  # later, the step is this share of the time since first seen
-KERNEL_WIDTH = 0.15  # in log space: a bin's weight is spread as a normal law of this deviation
+KERNEL_WIDTH = 0.1  # in log space: a bin's weight is spread as a normal law of this deviation
 
 
 @dataclass(frozen=True)
@@ -87,23 +90,29 @@ class Outcome:
 
 
 def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[float, ...]:
-    """The poll times for this history (empty when it holds no batch)."""
-    density = smooth(summary)
-    if density.total <= 0:
+    """The poll times for this history. Empty (the elapsed rule) when it holds no batch, when the delays leave
+    nothing to choose (0 s, or so small that there would be over MAX_CANDIDATES poll times to choose among), or
+    when no schedule at no worse lag makes fewer calls than the elapsed rule on this history."""
+    if min(policy.initial_delay, policy.max_delay) <= 0:
         return ()
-    target = TARGET_SHARE * expected_lag(lambda elapsed: scheduled_delay(elapsed, policy), density)
+    density = smooth(summary)
     candidates = _candidates(density.end, policy)
+    if density.total <= 0 or candidates is None:
+        return ()
+    today = expect(lambda elapsed: scheduled_delay(elapsed, policy), density)
     # The cost per call, in seconds of expected lag, searched in log space: a lag within 0.5% of the target is
     # as good as the target, and each step is one dynamic program.
     low, high = math.log(COST_LOWEST), math.log(4.0 * density.end)
-    best = _optimal(density, candidates, policy, 0.0)
+    best: tuple[float, ...] = ()
     for _ in range(COST_SEARCH_STEPS):
         middle = (low + high) / 2
         schedule = _optimal(density, candidates, policy, math.exp(middle))
-        if expected_lag(following(schedule, policy), density) <= target:
+        if expect(following(schedule, policy), density).mean_lag <= TARGET_SHARE * today.mean_lag:
             best, low = schedule, middle
         else:
             high = middle
+    if not best or expect(following(best, policy), density).calls >= today.calls:
+        return ()
     return best
 
 
@@ -113,7 +122,7 @@ def smooth(summary: DurationSummary) -> Density:
     filled = [index for index, weight in enumerate(summary.weights) if weight > 0]
     if not filled:
         return Density((0.0, 0.0), (0.0,))
-    reach = 3 * KERNEL_WIDTH / math.log(BIN_RATIO)  # bins: the kernel is cut at 3 deviations
+    reach = 3 * KERNEL_WIDTH / math.log(BIN_RATIO)  # in bins: the kernel is cut at (about) 3 deviations
     spread = [math.exp(-0.5 * (offset * math.log(BIN_RATIO) / KERNEL_WIDTH) ** 2)
               for offset in range(-int(reach), int(reach) + 1)]
     scale = sum(spread)
@@ -121,7 +130,8 @@ def smooth(summary: DurationSummary) -> Density:
     for index in filled:
         for offset, share in enumerate(spread, start=-int(reach)):
             weights[min(BINS - 1, max(0, index + offset))] += summary.weights[index] * share / scale
-    used = range(next(i for i, w in enumerate(weights) if w > 0), max(i for i, w in enumerate(weights) if w > 0) + 1)
+    filled_after = [index for index, weight in enumerate(weights) if weight > 0]
+    used = range(filled_after[0], filled_after[-1] + 1)
     edges = (*(bin_range(index)[0] for index in used), bin_range(used[-1])[1])
     return Density(edges, tuple(weights[index] for index in used))
 
@@ -154,23 +164,35 @@ def evaluate(delay_after: Callable[[float], float], history: History) -> Outcome
     return Outcome(sum(c * w for _, c, w in results) / total, sum(lag * w for lag, _, w in results) / total, p95)
 
 
-def expected_lag(delay_after: Callable[[float], float], density: Density) -> float:
-    """The mean lag of a schedule over the density: between two polls, every duration is caught by the later."""
+@dataclass(frozen=True)
+class Expected:
+    calls: float  # per batch, the first poll included
+    mean_lag: float
+
+
+def expect(delay_after: Callable[[float], float], density: Density) -> Expected:
+    """Calls and mean lag of a schedule over the density: a poll is made while the batch is still running at the
+    poll before it, and between two polls every duration is caught by the later."""
     times = [0.0]
     while times[-1] < density.end:
         times.append(times[-1] + delay_after(times[-1]))
     masses, moments = density.below(times)
+    calls = sum(density.total - below for below in masses[:-1])
     lag = sum(times[k] * (masses[k] - masses[k - 1]) - (moments[k] - moments[k - 1]) for k in range(1, len(times)))
-    return lag / density.total
+    return Expected(1 + calls / density.total, lag / density.total)
 
 
-def _candidates(horizon: float, policy: PollingPolicy) -> list[float]:
-    """Where a poll may go: every GRID_STEP seconds at first, then a step that grows with the time (GRID_SHARE
-    of it), never wider than the maximum delay, up to the longest duration."""
+def _candidates(horizon: float, policy: PollingPolicy) -> list[float] | None:
+    """Where a poll may go: every GRID_STEP seconds at first (or the initial delay, when shorter), then a step that
+    grows with the time (GRID_SHARE of it), never wider than the maximum delay, up to the longest duration. None:
+    more than MAX_CANDIDATES."""
+    first_step = min(GRID_STEP, policy.initial_delay)
     times: list[float] = []
     time = 0.0
     while time < horizon:
-        time += min(policy.max_delay, max(GRID_STEP, GRID_SHARE * time))
+        if len(times) == MAX_CANDIDATES:
+            return None
+        time += min(policy.max_delay, max(first_step, GRID_SHARE * time))
         times.append(min(time, horizon))
     return times
 

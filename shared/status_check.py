@@ -251,23 +251,26 @@ class StatusCheck:
         for chunk in plan.chunks:
             self.queues.send(self.settings.failure_queue, chunk.to_json())
             chunks += 1
-        if self._write(request, RowWrite(plan.row, request.state.etag if request.state else None, "")) is None:
+        landed = self._write(request, RowWrite(plan.row, request.state.etag if request.state else None, ""))
+        if landed is None:
             log.warning("the batch row changed while it was being finalised; the chain that holds it now "
                         "finishes it")
+        else:
+            self._record_duration(request, plan)
         report = log.warning if plan.outcome in ENDED_BADLY else log.info
         report("%s; %d failure chunks", plan.summary, chunks, extra={
             "outcome": plan.outcome.value, "deviceCount": plan.row.device_count or 0,
             "failedDeviceCount": plan.row.failed_device_count or 0})
         _count_final(plan)
-        self._record_duration(request, plan)
         return True
 
     def _record_duration(self, request: StatusRequest, plan: FinalPlan) -> None:
         """A batch Partner Center completed adds how long it took, from first seen to its completedTime (or to
-        the poll that saw it final, when the answer has none), to the summaries the schedule is learned from."""
+        the poll that saw it final, when the answer has none or one later than that poll), to the summaries the
+        schedule is learned from. Only the chain whose final write landed adds it, so a batch is added once."""
         if plan.outcome not in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_FAILURES) or request.state is None:
             return
-        completed = plan.batch.completed_time if plan.batch and plan.batch.completed_time else None
+        completed = plan.row.completed_time
         end = completed if completed is not None and completed <= plan.finalized_at else plan.finalized_at
         self.schedules.record(request.customer_id, (end - request.state.first_seen_at).total_seconds())
 

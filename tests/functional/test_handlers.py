@@ -295,18 +295,23 @@ def test_a_customer_s_history_sets_the_poll_schedule_and_each_final_batch_joins_
     assert app.store.durations[ALL].weights[bin_of(1200.0)] == 1.0
 
 
-def test_without_a_completed_time_a_batch_s_duration_runs_to_the_poll_that_saw_it_final() -> None:
+@pytest.mark.parametrize("completed_time", [True, False])
+def test_a_batch_without_devices_joins_the_history_by_its_completed_time_or_else_the_final_poll(
+        completed_time: bool) -> None:
     app = App.build()
     first_seen = app.clock()
+    completed = first_seen + timedelta(minutes=20)
 
     def answer(now: datetime, call: int) -> StatusReceived:
-        done = now >= first_seen + timedelta(minutes=20)
-        return StatusReceived(BatchStatus(None, "finished" if done else "processing", None, None, ()))
+        if now < completed:
+            return StatusReceived(BatchStatus(None, "processing", None, None, ()))
+        return StatusReceived(BatchStatus(None, "finished", None, completed if completed_time else None, ()))
 
     tracking = _batch(app, answer)
     app.run_until_idle()
     waited = (app.partner_center.calls[tracking][-1] - first_seen).total_seconds()
-    assert waited > 1200 and app.store.durations[ALL].weights[bin_of(waited)] == 1.0
+    assert bin_of(waited) != bin_of(1200.0)
+    assert app.store.durations[ALL].weights[bin_of(1200.0 if completed_time else waited)] == 1.0
 
 
 def test_a_batch_that_ends_badly_does_not_join_the_history() -> None:

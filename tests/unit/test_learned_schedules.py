@@ -97,9 +97,8 @@ def test_finalised_batches_are_added_to_the_customer_and_to_everyone() -> None:
     store = Summaries()
     schedules = LearnedSchedules(store, 50)
     schedules.record("c", 120.0)
-    schedules.record("d", -3.0)  # completed before it was first seen: 0 s
-    assert store.rows["c"].batches == 1 and store.rows["d"].batches == 1 and store.rows[ALL].batches == 2
-    assert store.rows["d"].weights[0] == 1.0
+    schedules.record("d", -3.0)  # completed before it was first seen: final at the first poll whatever the schedule
+    assert store.rows["c"].batches == 1 and store.rows[ALL].batches == 1 and "d" not in store.rows
 
 
 def test_storage_faults_never_stop_a_poll_and_are_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -112,8 +111,37 @@ def test_storage_faults_never_stop_a_poll_and_are_logged(caplog: pytest.LogCaptu
         assert schedules.policy_for("c", POLICY).learned == learned  # what was learned stays
         assert LearnedSchedules(store, 50).policy_for("c", POLICY) == POLICY  # nothing learned: the elapsed rule
         schedules.record("c", 100.0)
-    assert "could not read the customer c summary" in caplog.text
+    assert "could not read or learn from the customer c summary" in caplog.text
     assert "could not add a batch's duration to the customer c summary" in caplog.text
+
+
+def test_a_summary_that_cannot_be_learned_from_leaves_the_elapsed_rule(monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    def broken(summary: DurationSummary, policy: PollingPolicy) -> tuple[float, ...]:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("shared.learned_schedules.learn_schedule", broken)
+    with caplog.at_level(logging.WARNING, logger="batchwatch.poll_schedule"):
+        assert LearnedSchedules(Summaries({"c": SHORT}), 50).policy_for("c", POLICY) == POLICY
+    assert "could not read or learn from the customer c summary of durations: ValueError: a bug" in caplog.text
+
+
+def test_while_one_poll_reads_the_summary_the_others_go_on_with_what_was_learned() -> None:
+    clock = Clock()
+    store = Summaries({"c": SHORT})
+    schedules = LearnedSchedules(store, 50, monotonic=clock)
+    learned = schedules.policy_for("c", POLICY).learned
+    clock.now += REFRESH_SECONDS
+    during: list[tuple[float, ...]] = []
+    reading = store.get_durations
+
+    def slow_read(scope: str) -> DurationSummary | None:
+        during.append(schedules.policy_for("c", POLICY).learned)  # another poll, while this one reads
+        return reading(scope)
+
+    store.get_durations = slow_read  # type: ignore[method-assign]
+    assert schedules.policy_for("c", POLICY).learned == learned
+    assert during == [learned]  # not blocked, and no second read
 
 
 def test_poll_schedule_elapsed_reads_nothing() -> None:
