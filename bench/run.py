@@ -7,6 +7,7 @@ its clean-up). One module per figure; this one runs them and prints the results.
     python -m bench.run --only large_batch --large-devices 100000   (make bench-large: figure 10 alone)
     python -m bench.run --only finalize_memory                       (figure 11 alone)
     python -m bench.run --only learned_schedule                      (figure 8 alone)
+    python -m bench.run --only learned_stack                         (figure 8b alone)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .finalize_memory import finalize_memory
 from .fleet_throttling import fleet_throttling
 from .fleet_virtual import fleet_virtual
 from .learned_schedule import learned_schedule
+from .learned_stack import learned_stack
 from .persistence import large_batch, persistence_and_memory
 from .polling_efficiency import deployed_policy, polling_efficiency
 from .requests_per_poll import requests_per_poll, token_requests
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--large-devices", type=int, default=20_000, help="devices in the batch of figure 10")
-    parser.add_argument("--only", choices=["learned_schedule", "large_batch", "finalize_memory"],
+    parser.add_argument("--only", choices=["learned_schedule", "learned_stack", "large_batch", "finalize_memory"],
                         help="run this figure alone; its results go to bench/results/<figure>-latest.json")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("polling_efficiency", lambda: polling_efficiency(1000 if quick else 10_000)),
         ("learned_schedule", lambda: learned_schedule(1000 if quick else 10_000, deployed_policy())),
+        ("learned_stack", lambda: learned_stack(3 if quick else 10)),
         ("startup", lambda: startup(3 if quick else 10)),
         ("requests_per_poll", lambda: requests_per_poll(3 if quick else 6)),
         ("token_requests", lambda: token_requests(100 if quick else 1000)),
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = round(time.monotonic() - started)
     prefix = args.only.replace("_", "-") if args.only else "bench"
     if args.only:
-        {"learned_schedule": _print_learned, "large_batch": _print_large,
+        {"learned_schedule": _print_learned, "learned_stack": _print_learned_stack, "large_batch": _print_large,
          "finalize_memory": _print_memory}[args.only](results[args.only])
     else:
         results["persistence"], results["memory"] = results.pop("persistence_and_memory")
@@ -147,6 +150,7 @@ def _print(results: dict[str, Any]) -> None:
         + ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in efficiency["goals_met"].items())
     )
     _print_learned(results["learned_schedule"])
+    _print_learned_stack(results["learned_stack"])
     _print_fleet("9a. fleet throttling on the real stack", results["fleet_throttling"])
     _print_fleet("9b. fleet throttling in virtual time", results["fleet_virtual"])
     _print_large(results["large_batch"])
@@ -186,6 +190,16 @@ def _print_learned(learned: dict[str, Any]) -> None:
         ranges = ", ".join(f"{key} {low}-{high}" for key, (low, high) in others["ratio_ranges"].items())
         met = ", ".join(f"{goal} {count}" for goal, count in others["goals_met_on"].items())
         print(f"     {others['samples']} other training samples: ratios to today {ranges}; goals met on: {met}")
+
+
+def _print_learned_stack(figure: dict[str, Any]) -> None:
+    print(f"8b. learned schedule on the real stack: {figure['batches_per_customer']} batches of "
+          f"{figure['batch_seconds']} s per customer, one customer with {figure['history']} stored batches like "
+          f"them, POLL_SCHEDULE=learned, delays 1-30 s ({figure['wall_seconds']} s):")
+    for name, row in figure["customers"].items():
+        print(f"   {name:14} {row['calls_per_batch']:>6} calls/batch, lag from completedTime {row['mean_lag_s']} s "
+              f"mean, {row['max_lag_s']} s max, {', '.join(row['outcomes'])}")
+    print(f"   the stored history holds {figure['history_after']} batches afterwards")
 
 
 def _print_fleet(title: str, fleet: dict[str, Any]) -> None:
