@@ -45,6 +45,7 @@ def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
     row = app.clients.table(app.settings.batch_table).get_entity(customer, tracking)
     queue = app.clients.queue(app.settings.status_queue)
     while row["outcome"] == "pending":  # the final result is stored in steps: the next invocation goes on
+        _progress(invocations, row)
         for message in queue.receive_messages(max_messages=1, visibility_timeout=600):
             invocations.append(_invocation(app.status_check, message.content))
             queue.delete_message(message)
@@ -61,6 +62,12 @@ def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
         "transactions": counts["table.transaction"],
         "history_upserts": counts["table.replace"],
     }
+
+
+def _progress(invocations: list[float], row: Any) -> None:
+    """A line on stderr after each invocation, so that a run of hours shows how far it has got."""
+    print(f"persist probe: invocation {len(invocations)} took {invocations[-1]} s; {row.get('devicesStored') or 0} "
+          f"devices stored", file=sys.stderr, flush=True)
 
 
 def _invocation(check: status_check.StatusCheck, content: str) -> float:
