@@ -18,7 +18,7 @@ test: deps lint lint-infra ## Lint, type-check, check infra/ and run every test 
 bench: deps ## Benchmark: cost per poll, throughput, persistence, memory, start-up, polling efficiency
 	$(PY) -m bench.run
 
-bench-large: deps ## Benchmark figure 10 alone at 100,000 devices (about 5 hours on 2 cores with Azurite)
+bench-large: deps ## Benchmark figure 10 alone at 100,000 devices (an estimated 5 hours on 2 cores with Azurite)
 	$(PY) -m bench.run --only large_batch --large-devices 100000
 
 chaos: deps ## Faults, SIGKILLs, an Azurite restart, duplicates and hostile input; fails if anything is lost
