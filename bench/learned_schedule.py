@@ -37,6 +37,7 @@ PEERS = {"fixed 5 s": 5.0, "fixed 15 s": 15.0, "fixed 30 s": 30.0}
 TRAINING = 200
 SHIFT = 4.0
 OTHER_SAMPLES = 8  # further training samples per family, to show how much one sample of 200 decides
+LONG_HISTORY = 5000  # a history as a busy deployment has it: the summary keeps about the newest 1,000
 ARRIVAL_SECONDS = 60.0  # as deployed: one batch a minute
 MIN_BATCHES = 50  # POLL_LEARN_MIN_BATCHES' default
 CUSTOMER = "bench-customer"
@@ -74,6 +75,7 @@ def learned_schedule(batches: int, deployed: PollingPolicy) -> dict[str, Any]:
             "frozen_shift_ratios": {"calls": round(frozen_shifted.calls / today_shifted.calls, 2),
                                     "mean_lag": round(frozen_shifted.mean_lag / today_shifted.mean_lag, 2)},
             "other_training_samples": _other_samples(index, family, test, today, policy),
+            "long_history": _long_history(index, family, test, today, policy),
         }
     return {"batches": batches, "training": TRAINING, "shift": SHIFT, "arrival_s": ARRIVAL_SECONDS,
             "families": families}
@@ -148,6 +150,17 @@ def _other_samples(index: int, family: Family, test: History, today: dict[str, f
             met[goal] += ok
     spread = {key: [round(min(r[key] for r in ratios), 2), round(max(r[key] for r in ratios), 2)] for key in today}
     return {"samples": OTHER_SAMPLES, "ratio_ranges": spread, "goals_met_on": met}
+
+
+def _long_history(index: int, family: Family, test: History, today: dict[str, float],
+                  policy: PollingPolicy) -> dict[str, Any]:
+    """The same test with the schedule learned from LONG_HISTORY batches through the summary."""
+    trainer = random.Random(3000 + index)
+    schedule = learn_schedule(summarise([family(trainer) for _ in range(LONG_HISTORY)]), policy)
+    learned = _figure(evaluate(polled(schedule, policy), test))
+    return {"batches": LONG_HISTORY, "learned": learned,
+            "ratios": {key: round(learned[key] / today[key], 3) for key in today},
+            "goals_met": _goals(today, learned)}
 
 
 def _fixed(interval: float, history: History) -> Outcome:

@@ -44,12 +44,17 @@ def main(customer: str, tracking: str, small: str) -> dict[str, Any]:
     invocations = [_invocation(app.status_check, json.dumps({"customerId": customer, "batchTrackingId": tracking}))]
     row = app.clients.table(app.settings.batch_table).get_entity(customer, tracking)
     queue = app.clients.queue(app.settings.status_queue)
+    _progress(invocations, row)
     while row["outcome"] == "pending":  # the final result is stored in steps: the next invocation goes on
-        _progress(invocations, row)
-        for message in queue.receive_messages(max_messages=1, visibility_timeout=600):
+        received = list(queue.receive_messages(max_messages=1, visibility_timeout=600))
+        for message in received:
             invocations.append(_invocation(app.status_check, message.content))
             queue.delete_message(message)
         row = app.clients.table(app.settings.batch_table).get_entity(customer, tracking)
+        if received:
+            _progress(invocations, row)
+        else:
+            time.sleep(0.5)  # the next message is not visible yet (a retry's delay)
     peak = peak_bytes()
     counts = app.clients.counter.snapshot() - before_counts
     return {

@@ -190,6 +190,10 @@ def _print_learned(learned: dict[str, Any]) -> None:
         ranges = ", ".join(f"{key} {low}-{high}" for key, (low, high) in others["ratio_ranges"].items())
         met = ", ".join(f"{goal} {count}" for goal, count in others["goals_met_on"].items())
         print(f"     {others['samples']} other training samples: ratios to today {ranges}; goals met on: {met}")
+        long = figures["long_history"]
+        ratios = ", ".join(f"{key} {value}" for key, value in long["ratios"].items())
+        print(f"     trained on {long['batches']} batches instead: ratios to today {ratios}; goals: "
+              + ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in long["goals_met"].items()))
 
 
 def _print_learned_stack(figure: dict[str, Any]) -> None:

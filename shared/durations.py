@@ -20,7 +20,7 @@ LONGEST = 172_800.0  # the default deadline: the last bin (from about 166,700 s)
 BIN_RATIO = 1.1  # each bin 10% wider than the one before
 BINS = math.ceil(math.log(LONGEST / SHORTEST) / math.log(BIN_RATIO)) + 1
 EDGES = tuple(SHORTEST * BIN_RATIO**index for index in range(BINS))  # bin i holds [EDGES[i-1], EDGES[i])
-DECAY = 0.995  # each new batch ages every other by this: the newest ~200 batches make up most of the weight
+DECAY = 0.999  # each new batch ages every other by this: the newest ~1,000 batches make up most of the weight
 # The position of each new batch in the history before it (its share of the weight below its duration) is 0.5 on
 # average while batches look like the history. Its running mean over about the last 20 batches (SHIFT_MEMORY) away
 # from 0.5 by more than SHIFT_THRESHOLD means they no longer do.

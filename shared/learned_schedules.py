@@ -27,12 +27,13 @@ from .schedule import learn_schedule
 ALL = "~all"  # the scope of every customer's batches (a customer id never starts with ~)
 REFRESH_SECONDS = 300.0
 # A schedule is learned again once its summary holds this many more batches (or when it starts or stops looking
-# shifted): one batch more changes a summary of about 200 too little to be worth a dynamic program.
+# shifted): one batch more changes a summary of hundreds too little to be worth a dynamic program.
 RELEARN_AFTER = 10
 
 log = context_logger("batchwatch.poll_schedule")
 
-Verdict = Literal["few batches", "shifted", "learned"]
+# unknown: not read yet (the first read is under way) or unreadable: the elapsed rule meanwhile.
+Verdict = Literal["unknown", "few batches", "shifted", "learned"]
 
 
 class DurationStore(Protocol):
@@ -91,10 +92,11 @@ class LearnedSchedules:
         with self._lock:
             chosen = self._chosen.get(scope)
             now = self._monotonic()
-            if chosen is not None:
-                if now - chosen.read_at < REFRESH_SECONDS:
-                    return chosen
-                self._chosen[scope] = replace(chosen, read_at=now)  # the others go on with it meanwhile
+            if chosen is not None and now - chosen.read_at < REFRESH_SECONDS:
+                return chosen
+            # The others go on with what was known (or the elapsed rule) while this poll reads the row.
+            self._chosen[scope] = (replace(chosen, read_at=now) if chosen is not None
+                                   else Chosen(now, 0, (), "the elapsed rule (reading the history)", "unknown"))
         fresh = self._refresh(scope, chosen, policy, now)
         with self._lock:
             self._chosen[scope] = fresh
@@ -113,7 +115,8 @@ class LearnedSchedules:
         except Exception as exc:  # keep what was learned (or the elapsed rule); read again after REFRESH_SECONDS
             log.warning("could not read or learn from the %s summary of durations: %s: %s", _name(scope),
                         type(exc).__name__, exc)
-            return replace(chosen, read_at=now) if chosen else Chosen(now, 0, (), "the elapsed rule", "few batches")
+            return (replace(chosen, read_at=now) if chosen
+                    else Chosen(now, 0, (), "the elapsed rule (the history cannot be read)", "unknown"))
 
     def _verdict(self, summary: DurationSummary | None) -> Verdict:
         if summary is None or summary.batches < self._min_batches:

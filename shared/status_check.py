@@ -251,10 +251,15 @@ class StatusCheck:
         for chunk in plan.chunks:
             self.queues.send(self.settings.failure_queue, chunk.to_json())
             chunks += 1
-        landed = self._write(request, RowWrite(plan.row, request.state.etag if request.state else None, ""))
-        if landed is None:
-            log.warning("the batch row changed while it was being finalised; the chain that holds it now "
-                        "finishes it")
+        final = RowWrite(plan.row, request.state.etag if request.state else None, "")
+        try:
+            self.store.update_batch(request.customer_id, request.batch_tracking_id, final.change, final.etag)
+        except RowChangedError:
+            # Final already (this write, whose answer was lost, or another chain's, which counts the batch), or
+            # another chain holds it now. Either way this one does not add the batch to the history.
+            if self._landed(request, final) is None:
+                log.warning("the batch row changed while it was being finalised; the chain that holds it now "
+                            "finishes it")
         else:
             self._record_duration(request, plan)
         report = log.warning if plan.outcome in ENDED_BADLY else log.info
@@ -267,7 +272,8 @@ class StatusCheck:
     def _record_duration(self, request: StatusRequest, plan: FinalPlan) -> None:
         """A batch Partner Center completed adds how long it took, from first seen to its completedTime (or to
         the poll that saw it final, when the answer has none or one later than that poll), to the summaries the
-        schedule is learned from. Only the chain whose final write landed adds it, so a batch is added once."""
+        schedule is learned from. Only a final write that landed at its first try adds it, so a batch is added
+        at most once."""
         if plan.outcome not in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_FAILURES) or request.state is None:
             return
         completed = plan.row.completed_time

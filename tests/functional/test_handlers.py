@@ -319,3 +319,17 @@ def test_a_batch_that_ends_badly_does_not_join_the_history() -> None:
     _batch(app, never_final())
     app.run_until_idle()
     assert app.store.durations == {}
+
+
+@pytest.mark.parametrize("fault", ["lost", "kill"])
+def test_a_final_write_that_did_not_land_at_its_first_try_never_adds_the_batch_twice(fault: str) -> None:
+    """The answer of the final write lost (the SDK's retry got 412), or the process killed right after it: the
+    batch is final, and it is left out of the history rather than risk adding it twice."""
+    app = App.build()
+    tracking = _batch(app, finishes(app.clock(), timedelta(minutes=10), devices(["A"])))
+    app.faults.plan("after:final", fault)
+    app.run_until_idle()
+
+    assert app.faults.injected == [("after:final", fault)]
+    assert app.store.finals[(CUSTOMER, tracking)] == ["completed"]
+    assert app.store.durations == {}

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from shared.durations import DurationSummary, bin_of, summarise
+from shared.durations import DECAY, DurationSummary, bin_of, summarise
 from shared.learned_schedules import ALL
 from shared.results_store import DURATIONS_PARTITION
 from tests.conftest import Stack
@@ -76,5 +76,5 @@ def test_processes_adding_durations_at_once_each_land_once_under_the_etag(stack:
         list(pool.map(add, stores))
     summary = stores[0].get_durations("shared-scope")
     assert summary is not None and summary.batches == 15
-    assert summary.weights[bin_of(300.0)] == pytest.approx(sum(0.995**age for age in range(15)))
+    assert summary.weights[bin_of(300.0)] == pytest.approx(sum(DECAY**age for age in range(15)))
     assert stores[0].get_durations("no-such-scope") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 
 import pytest
 
@@ -136,12 +137,39 @@ def test_while_one_poll_reads_the_summary_the_others_go_on_with_what_was_learned
     reading = store.get_durations
 
     def slow_read(scope: str) -> DurationSummary | None:
-        during.append(schedules.policy_for("c", POLICY).learned)  # another poll, while this one reads
+        other = threading.Thread(target=lambda: during.append(schedules.policy_for("c", POLICY).learned))
+        other.start()  # another poll, while this one reads
+        other.join(timeout=5)
+        assert not other.is_alive(), "another poll waited for this read"
         return reading(scope)
 
     store.get_durations = slow_read  # type: ignore[method-assign]
     assert schedules.policy_for("c", POLICY).learned == learned
-    assert during == [learned]  # not blocked, and no second read
+    assert during == [learned] and store.reads == ["c", "c"]  # not blocked, and no second read of its own
+
+
+def test_at_a_cold_start_one_poll_reads_and_the_others_use_the_elapsed_rule_meanwhile() -> None:
+    store = Summaries({"c": SHORT})
+    schedules = LearnedSchedules(store, 50)
+    entered, release, others = threading.Event(), threading.Event(), []
+    reading = store.get_durations
+
+    def held_read(scope: str) -> DurationSummary | None:
+        entered.set()
+        release.wait(timeout=5)
+        return reading(scope)
+
+    store.get_durations = held_read  # type: ignore[method-assign]
+    first = threading.Thread(target=lambda: others.append(("first", schedules.policy_for("c", POLICY).learned)))
+    first.start()
+    assert entered.wait(timeout=5)
+    for _ in range(7):
+        others.append(("other", schedules.policy_for("c", POLICY).learned))
+    release.set()
+    first.join(timeout=5)
+    assert store.reads == ["c"]
+    assert [learned for who, learned in others if who == "other"] == [()] * 7
+    assert dict(others)["first"] == learn_schedule(SHORT, POLICY)
 
 
 def test_poll_schedule_elapsed_reads_nothing() -> None:
