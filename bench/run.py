@@ -147,7 +147,7 @@ def _print(results: dict[str, Any]) -> None:
         )
     print(
         "   goals: "
-        + ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in efficiency["goals_met"].items())
+        + _verdicts(efficiency["goals_met"])
     )
     _print_learned(results["learned_schedule"])
     _print_learned_stack(results["learned_stack"])
@@ -155,6 +155,10 @@ def _print(results: dict[str, Any]) -> None:
     _print_fleet("9b. fleet throttling in virtual time", results["fleet_virtual"])
     _print_large(results["large_batch"])
     _print_memory(results["finalize_memory"])
+
+
+def _verdicts(goals: dict[str, bool]) -> str:
+    return ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in goals.items())
 
 
 def _print_memory(figure: dict[str, Any]) -> None:
@@ -184,8 +188,7 @@ def _print_learned(learned: dict[str, Any]) -> None:
         for name, figure in rows:
             print(f"     {name:42} {figure['calls_per_batch']:>11} {figure['mean_lag_s']:>8}s "
                   f"{figure['p95_lag_s']:>7}s")
-        print("     goals (the shift's as deployed): " + ", ".join(f"{goal} {'met' if met else 'MISSED'}"
-                                                                  for goal, met in figures["goals_met"].items()))
+        print("     goals (the shift's as deployed): " + _verdicts(figures["goals_met"]))
         others = figures["other_training_samples"]
         ranges = ", ".join(f"{key} {low}-{high}" for key, (low, high) in others["ratio_ranges"].items())
         met = ", ".join(f"{goal} {count}" for goal, count in others["goals_met_on"].items())
@@ -193,7 +196,7 @@ def _print_learned(learned: dict[str, Any]) -> None:
         long = figures["long_history"]
         ratios = ", ".join(f"{key} {value}" for key, value in long["ratios"].items())
         print(f"     trained on {long['batches']} batches instead: ratios to today {ratios}; goals: "
-              + ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in long["goals_met"].items()))
+              + _verdicts(long["goals_met"]))
 
 
 def _print_learned_stack(figure: dict[str, Any]) -> None:
@@ -215,7 +218,7 @@ def _print_fleet(title: str, fleet: dict[str, Any]) -> None:
         print(f"   {name:34} {figure['calls']:>7} {figure['calls_per_batch']:>11} {figure['share_429']:>9.2%} "
               f"{figure['lag_median_s']:>9}s {figure['lag_p95_s']:>7}s")
     for name, met in fleet["goals_met"].items():
-        print(f"   goals, {name}: " + ", ".join(f"{goal} {'met' if ok else 'MISSED'}" for goal, ok in met.items()))
+        print(f"   goals, {name}: " + _verdicts(met))
 
 
 if __name__ == "__main__":

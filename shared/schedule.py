@@ -104,16 +104,16 @@ def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[flo
     # as good as the target, and each step is one dynamic program.
     low, high = math.log(COST_LOWEST), math.log(4.0 * density.end)
     best: tuple[float, ...] = ()
+    best_calls = today.calls  # a schedule must make fewer calls than the elapsed rule to be worth learning
     for _ in range(COST_SEARCH_STEPS):
         middle = (low + high) / 2
         schedule = _optimal(density, candidates, policy, math.exp(middle))
-        if expect(following(schedule, policy), density).mean_lag <= TARGET_SHARE * today.mean_lag:
-            best, low = schedule, middle
+        expected = expect(following(schedule, policy), density)
+        if expected.mean_lag <= TARGET_SHARE * today.mean_lag:
+            best, best_calls, low = schedule, expected.calls, middle
         else:
             high = middle
-    if not best or expect(following(best, policy), density).calls >= today.calls:
-        return ()
-    return best
+    return best if best_calls < today.calls else ()
 
 
 def smooth(summary: DurationSummary) -> Density:
