@@ -36,8 +36,10 @@ FAMILIES: dict[str, Family] = {
 PEERS = {"fixed 5 s": 5.0, "fixed 15 s": 15.0, "fixed 30 s": 30.0}
 TRAINING = 200
 SHIFT = 4.0
-OTHER_SAMPLES = 8  # further training samples per family, to show how much one sample of 200 decides
-LONG_HISTORY = 5000  # a history as a busy deployment has it: the summary keeps about the newest 1,000
+# How much one training sample decides, and how much a longer history helps: SAMPLES samples at each length, from
+# POLL_LEARN_MIN_BATCHES' default to a busy deployment's history (the summary keeps about the newest 1,000).
+HISTORIES = (50, 100, 200, 400, 1000, 5000)
+SAMPLES = 9
 ARRIVAL_SECONDS = 60.0  # as deployed: one batch a minute
 MIN_BATCHES = 50  # POLL_LEARN_MIN_BATCHES' default
 CUSTOMER = "bench-customer"
@@ -74,8 +76,7 @@ def learned_schedule(batches: int, deployed: PollingPolicy) -> dict[str, Any]:
             },
             "frozen_shift_ratios": {"calls": round(frozen_shifted.calls / today_shifted.calls, 2),
                                     "mean_lag": round(frozen_shifted.mean_lag / today_shifted.mean_lag, 2)},
-            "other_training_samples": _other_samples(index, family, test, today, policy),
-            "long_history": _long_history(index, family, test, today, policy),
+            "by_history": _by_history(index, family, test, today, policy),
         }
     return {"batches": batches, "training": TRAINING, "shift": SHIFT, "arrival_s": ARRIVAL_SECONDS,
             "families": families}
@@ -136,31 +137,25 @@ def _goals(today: dict[str, float], learned: dict[str, float]) -> dict[str, bool
     }
 
 
-def _other_samples(index: int, family: Family, test: History, today: dict[str, float],
-                   policy: PollingPolicy) -> dict[str, Any]:
-    """The same test with schedules learned from OTHER_SAMPLES other samples of 200: the spread of the ratios, and
-    on how many of them each of the three goals is met."""
-    ratios, met = [], {goal: 0 for goal in _goals(today, today)}
-    for sample in range(1, OTHER_SAMPLES + 1):
-        trainer = random.Random(1000 + index + 100 * sample)
-        schedule = learn_schedule(summarise([family(trainer) for _ in range(TRAINING)]), policy)
-        learned = _figure(evaluate(polled(schedule, policy), test))
-        ratios.append({key: learned[key] / today[key] for key in today})
-        for goal, ok in _goals(today, learned).items():
-            met[goal] += ok
-    spread = {key: [round(min(r[key] for r in ratios), 2), round(max(r[key] for r in ratios), 2)] for key in today}
-    return {"samples": OTHER_SAMPLES, "ratio_ranges": spread, "goals_met_on": met}
-
-
-def _long_history(index: int, family: Family, test: History, today: dict[str, float],
-                  policy: PollingPolicy) -> dict[str, Any]:
-    """The same test with the schedule learned from LONG_HISTORY batches through the summary."""
-    trainer = random.Random(3000 + index)
-    schedule = learn_schedule(summarise([family(trainer) for _ in range(LONG_HISTORY)]), policy)
-    learned = _figure(evaluate(polled(schedule, policy), test))
-    return {"batches": LONG_HISTORY, "learned": learned,
-            "ratios": {key: round(learned[key] / today[key], 3) for key in today},
-            "goals_met": _goals(today, learned)}
+def _by_history(index: int, family: Family, test: History, today: dict[str, float],
+                policy: PollingPolicy) -> list[dict[str, Any]]:
+    """The same test with schedules learned from SAMPLES training samples at each history length: the spread of
+    the ratios to today, and on how many samples each goal is met. Sample s of every length is the start of one
+    stream of batches, so a longer history extends a shorter one; sample 0 of TRAINING is the figure's own."""
+    rows = []
+    for batches in HISTORIES:
+        ratios, met = [], {goal: 0 for goal in _goals(today, today)}
+        for sample in range(SAMPLES):
+            trainer = random.Random(1000 + index + 100 * sample)
+            schedule = learn_schedule(summarise([family(trainer) for _ in range(batches)]), policy)
+            learned = _figure(evaluate(polled(schedule, policy), test))
+            ratios.append({key: learned[key] / today[key] for key in today})
+            for goal, ok in _goals(today, learned).items():
+                met[goal] += ok
+        spread = {key: [round(min(r[key] for r in ratios), 3), round(max(r[key] for r in ratios), 3)]
+                  for key in today}
+        rows.append({"batches": batches, "samples": SAMPLES, "ratio_ranges": spread, "goals_met_on": met})
+    return rows
 
 
 def _fixed(interval: float, history: History) -> Outcome:

@@ -189,14 +189,12 @@ def _print_learned(learned: dict[str, Any]) -> None:
             print(f"     {name:42} {figure['calls_per_batch']:>11} {figure['mean_lag_s']:>8}s "
                   f"{figure['p95_lag_s']:>7}s")
         print("     goals (the shift's as deployed): " + _verdicts(figures["goals_met"]))
-        others = figures["other_training_samples"]
-        ranges = ", ".join(f"{key} {low}-{high}" for key, (low, high) in others["ratio_ranges"].items())
-        met = ", ".join(f"{goal} {count}" for goal, count in others["goals_met_on"].items())
-        print(f"     {others['samples']} other training samples: ratios to today {ranges}; goals met on: {met}")
-        long = figures["long_history"]
-        ratios = ", ".join(f"{key} {value}" for key, value in long["ratios"].items())
-        print(f"     trained on {long['batches']} batches instead: ratios to today {ratios}; goals: "
-              + _verdicts(long["goals_met"]))
+        print(f"     by history length, over {figures['by_history'][0]['samples']} training samples each "
+              "(ratio ranges to today; on how many samples each goal is met):")
+        for row in figures["by_history"]:
+            ranges = ", ".join(f"{key} {low}-{high}" for key, (low, high) in row["ratio_ranges"].items())
+            met = ", ".join(f"{count}" for count in row["goals_met_on"].values())
+            print(f"       {row['batches']:>5} batches: {ranges}; goals met on {met}")
 
 
 def _print_learned_stack(figure: dict[str, Any]) -> None:
