@@ -18,13 +18,14 @@ from azure.data.tables import TableClient
 
 from local.azurite import PROJECT_ROOT
 from local.host import LocalHost
+from shared.config import PollingSettings, default_of
 from shared.durations import summarise
 from shared.results_store import DURATIONS_PARTITION
 
 from .stack import fresh_stack, wait_until
 
 BATCH_SECONDS = 20  # the simulator's queued time: every batch completes this long after its upload
-HISTORY = 60  # stored batches of BATCH_SECONDS +- 10%: over POLL_LEARN_MIN_BATCHES
+HISTORY = default_of(PollingSettings, "learn_min_batches")  # stored batches of BATCH_SECONDS +- 10%: enough to learn
 
 
 def learned_stack(batches: int) -> dict[str, Any]:

@@ -43,7 +43,19 @@ class DurationSummary:
     @property
     def shifted(self) -> bool:
         """The newest batches no longer look like the history: longer or shorter by far."""
-        return abs(self.position - 0.5) > SHIFT_THRESHOLD
+        return far_from_middle(self.position)
+
+    def position_of(self, others: DurationSummary) -> float:
+        """The mean position of the other summary's batches in this history (each one's share_below): 0.5 when
+        they look like it, towards 1 when they take longer, towards 0 when shorter."""
+        total, their_total = self.weight, others.weight
+        if total <= 0 or their_total <= 0:
+            return 0.5
+        below = position = 0.0
+        for mine, theirs in zip(self.weights, others.weights, strict=True):
+            position += theirs * (below + mine / 2)
+            below += mine
+        return position / (total * their_total)
 
     def add(self, duration: float) -> DurationSummary:
         """This summary with one more batch of this many seconds."""
@@ -80,6 +92,11 @@ class DurationSummary:
         if total <= 0:
             return 0.5
         return (sum(self.weights[:index]) + self.weights[index] / 2) / total
+
+
+def far_from_middle(position: float) -> bool:
+    """A mean position in a history (0.5 on average for batches like it) that says the batches are unlike it."""
+    return abs(position - 0.5) > SHIFT_THRESHOLD
 
 
 def bin_of(duration: float) -> int:

@@ -1,5 +1,6 @@
 """Which poll schedule a batch follows (POLL_SCHEDULE=learned): the one learned from its customer's past batches when
-the customer has POLL_LEARN_MIN_BATCHES of them, else from every customer's, else today's elapsed rule.
+the customer has POLL_LEARN_MIN_BATCHES of them, else from every customer's (unless the customer's own batches,
+once there are FIT_EVIDENCE of them, do not look like everyone's), else today's elapsed rule.
 
 The summaries (shared/durations.py) are rows in the batch table (PartitionKey ~durations, RowKey the customer id or
 ~all), updated under their etag when a batch completes. Each process reads a scope's row at most once every
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from .durations import DurationSummary
+from .durations import DurationSummary, far_from_middle
 from .log import context_logger
 from .policy import PollingPolicy
 from .schedule import learn_schedule
@@ -29,6 +30,10 @@ REFRESH_SECONDS = 300.0
 # A schedule is learned again once its summary holds this many more batches (or when it starts or stops looking
 # shifted): one batch more changes a summary of hundreds too little to be worth a dynamic program.
 RELEARN_AFTER = 10
+# A customer short of its own schedule follows every customer's only while its batches sit in their history as
+# theirs do. From this many batches its mean position there says whether they do (about 3% of customers whose batches
+# are like everyone's are told otherwise by chance, and are polled by the elapsed rule instead).
+FIT_EVIDENCE = 10
 
 log = context_logger("batchwatch.poll_schedule")
 
@@ -55,6 +60,7 @@ class Chosen:
     schedule: tuple[float, ...]
     why: str
     verdict: Verdict
+    summary: DurationSummary | None = None  # as last read
 
 
 class LearnedSchedules:
@@ -65,6 +71,7 @@ class LearnedSchedules:
         self._enabled = enabled
         self._monotonic = monotonic
         self._chosen: dict[str, Chosen] = {}
+        self._unlike: set[str] = set()  # customers whose batches do not look like every customer's, as last logged
         self._lock = threading.Lock()
 
     def policy_for(self, customer_id: str, policy: PollingPolicy) -> PollingPolicy:
@@ -74,7 +81,10 @@ class LearnedSchedules:
         customer = self._choose(customer_id, policy)
         if customer.verdict != "few batches":
             return replace(policy, learned=customer.schedule)
-        return replace(policy, learned=self._choose(ALL, policy).schedule)
+        everyone = self._choose(ALL, policy)
+        if everyone.schedule and not self._looks_like_everyone(customer_id, customer.summary, everyone.summary):
+            return replace(policy, learned=())
+        return replace(policy, learned=everyone.schedule)
 
     def record(self, customer_id: str, seconds: float) -> None:
         """A batch completed this many seconds after it was first seen: add it to both scopes. A batch complete
@@ -87,6 +97,27 @@ class LearnedSchedules:
             except Exception as exc:  # a summary is statistics: a batch missing from it changes little
                 log.warning("could not add a batch's duration to the %s summary: %s: %s", _name(scope),
                             type(exc).__name__, exc)
+
+    def _looks_like_everyone(self, customer_id: str, own: DurationSummary | None,
+                             everyone: DurationSummary | None) -> bool:
+        """Whether the customer's batches sit in every customer's history as theirs do (with too few of its own to
+        tell: yes). A change of answer is logged."""
+        if own is None or everyone is None or own.batches < FIT_EVIDENCE:
+            return True
+        position = everyone.position_of(own)
+        unlike = far_from_middle(position)
+        with self._lock:
+            changed = unlike != (customer_id in self._unlike)
+            if unlike:
+                self._unlike.add(customer_id)
+            else:
+                self._unlike.discard(customer_id)
+        if changed:
+            log.info("poll schedule for %s: %s", _name(customer_id),
+                     f"the elapsed rule (its {own.batches} batches do not look like every customer's: their mean "
+                     f"position in that history is {position:.2f})" if unlike
+                     else "every customer's (its batches look like theirs again)")
+        return not unlike
 
     def _choose(self, scope: str, policy: PollingPolicy) -> Chosen:
         with self._lock:
@@ -110,7 +141,7 @@ class LearnedSchedules:
             verdict = self._verdict(summary)
             if chosen is not None and verdict == chosen.verdict and summary is not None and (
                     0 <= summary.batches - chosen.batches < RELEARN_AFTER):
-                return replace(chosen, read_at=now)
+                return replace(chosen, read_at=now, summary=summary)
             return self._learn(summary, verdict, policy, now)
         except Exception as exc:  # keep what was learned (or the elapsed rule); read again after REFRESH_SECONDS
             log.warning("could not read or learn from the %s summary of durations: %s: %s", _name(scope),
@@ -127,16 +158,16 @@ class LearnedSchedules:
         if summary is None or verdict == "few batches":
             batches = summary.batches if summary else 0
             return Chosen(now, batches, (), f"the elapsed rule ({batches} batches recorded, "
-                                             f"{self._min_batches} needed to learn)", verdict)
+                                             f"{self._min_batches} needed to learn)", verdict, summary)
         if verdict == "shifted":
             return Chosen(now, summary.batches, (), "the elapsed rule (the newest batches no longer look like the "
                                                     f"history: their mean position in it is {summary.position:.2f})",
-                          verdict)
+                          verdict, summary)
         schedule = learn_schedule(summary, replace(policy, learned=()))
         why = (f"learned from {summary.batches} batches, {len(schedule)} poll times up to {schedule[-1]:.0f} s"
                if schedule else f"the elapsed rule (nothing learned from {summary.batches} batches makes fewer "
                                 "calls at no worse lag)")
-        return Chosen(now, summary.batches, schedule, why, verdict)
+        return Chosen(now, summary.batches, schedule, why, verdict, summary)
 
 
 def _name(scope: str) -> str:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from shared.config import PollingSettings, default_of
 from shared.durations import DurationSummary, bin_of, summarise
 from shared.learned_schedules import ALL
 from shared.models import BatchStatus
@@ -267,6 +268,9 @@ def test_two_copies_of_the_message_that_goes_on_store_the_rest_once() -> None:
     assert len(app.webhook.delivered) == 2 and len(app.queues.queues.get(FAILURE_QUEUE, [])) == 0
 
 
+HISTORY = default_of(PollingSettings, "learn_min_batches")  # past batches of the customer: just enough to learn from
+
+
 def _twenty_minute_history(count: int) -> DurationSummary:
     rng = random.Random(11)
     return summarise([rng.uniform(1100, 1300) for _ in range(count)])
@@ -277,7 +281,7 @@ def test_a_customer_s_history_sets_the_poll_schedule_and_each_final_batch_joins_
     """Batches that take about 20 minutes: the learned schedule waits through the first 18 and then polls densely;
     the elapsed rule polls all along. Either way the finalised batch is added to the summaries."""
     app = App.build(POLL_SCHEDULE=schedule)
-    app.store.durations[CUSTOMER] = _twenty_minute_history(60)
+    app.store.durations[CUSTOMER] = _twenty_minute_history(HISTORY)
     tracking = _batch(app, finishes(app.clock(), timedelta(minutes=20), devices(["A"])))
     app.run_until_idle()
 
@@ -285,12 +289,12 @@ def test_a_customer_s_history_sets_the_poll_schedule_and_each_final_batch_joins_
     assert app.store.outcome(CUSTOMER, tracking) == "completed"
     if schedule == "learned":
         assert calls <= 7 and min(_gaps(app, tracking)) >= 27
-        learned = learn_schedule(_twenty_minute_history(60), PollingPolicy())
+        learned = learn_schedule(_twenty_minute_history(HISTORY), PollingPolicy())
         first_gap = _gaps(app, tracking)[0]
         assert abs(first_gap - min(600.0, learned[0])) <= 0.1 * min(600.0, learned[0]) + 1  # jitter: 10%
     else:
         assert calls >= 14
-    assert app.store.durations[CUSTOMER].batches == 61 and app.store.durations[ALL].batches == 1
+    assert app.store.durations[CUSTOMER].batches == HISTORY + 1 and app.store.durations[ALL].batches == 1
     # How long it took by Partner Center's completedTime (20 minutes), not by the poll that saw it final.
     assert app.store.durations[ALL].weights[bin_of(1200.0)] == 1.0
 

@@ -10,23 +10,25 @@ import uuid
 
 import pytest
 
+from shared.config import PollingSettings, default_of
 from shared.durations import DECAY, DurationSummary, bin_of, summarise
 from shared.learned_schedules import ALL
 from shared.results_store import DURATIONS_PARTITION
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
+HISTORY = default_of(PollingSettings, "learn_min_batches")  # just enough to learn from
 
 
 def test_a_customer_with_a_history_is_polled_by_its_learned_schedule_and_the_batch_joins_it(
         stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """Two batches that each take about 20 s: the customer with 60 past batches of 18-22 s is polled a few times
-    near the end, the new customer by the elapsed rule from the start."""
+    """Two batches that each take about 20 s: the customer with POLL_LEARN_MIN_BATCHES past batches of 18-22 s is
+    polled a few times near the end, the new customer by the elapsed rule from the start."""
     monkeypatch.setenv("POLL_SCHEDULE", "learned")
     monkeypatch.setenv("POLL_MAX_DELAY_SECONDS", "30")
     caplog.set_level(logging.INFO, logger="batchwatch.poll_schedule")
     rng = random.Random(3)
-    history = summarise([rng.uniform(18, 22) for _ in range(60)])
+    history = summarise([rng.uniform(18, 22) for _ in range(HISTORY)])
     known, new = str(uuid.uuid4()), str(uuid.uuid4())
     stack.table("BATCH_TABLE_NAME").create_table()
     stack.table("BATCH_TABLE_NAME").upsert_entity({"PartitionKey": DURATIONS_PARTITION, "RowKey": known,
@@ -44,11 +46,11 @@ def test_a_customer_with_a_history_is_polled_by_its_learned_schedule_and_the_bat
     assert {row["outcome"] for row in rows.values()} == {"completed"}
     polls = {customer: row["pollCount"] for customer, row in rows.items()}
     assert polls[known] <= 7 and polls[known] + 4 <= polls[new], polls  # measured here: 2 against 11
-    assert f"poll schedule for customer {known}: learned from 60 batches" in caplog.text
-    assert f"poll schedule for customer {new}: the elapsed rule (0 batches recorded, 50 needed" in caplog.text
+    assert f"poll schedule for customer {known}: learned from {HISTORY} batches" in caplog.text
+    assert f"poll schedule for customer {new}: the elapsed rule (0 batches recorded, {HISTORY} needed" in caplog.text
     stored = {row["RowKey"]: DurationSummary.from_fields(row)
               for row in stack.rows("BATCH_TABLE_NAME", "PartitionKey eq @p", p=DURATIONS_PARTITION)}
-    assert stored[known] is not None and stored[known].batches == 61
+    assert stored[known] is not None and stored[known].batches == HISTORY + 1
     assert stored[new] is not None and stored[new].batches == 1
     assert stored[ALL] is not None and stored[ALL].batches == 2
     took = [index for index, weight in enumerate(stored[new].weights) if weight]

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from shared.durations import BINS, DECAY, DurationSummary, bin_of, bin_range, summarise
+from shared.durations import BINS, DECAY, DurationSummary, bin_of, bin_range, far_from_middle, summarise
 
 
 def _lognormal(rng: random.Random, median: float = 480.0) -> float:
@@ -74,3 +74,20 @@ def test_batches_four_times_longer_or_shorter_are_a_shift_within_a_few_dozen(fac
 def test_the_first_batches_are_not_judged_against_a_history_too_small_to_say() -> None:
     summary = summarise([100.0] * 5 + [10_000.0] * 5)
     assert summary.position == 0.5
+
+
+# For two log-normal laws of the same sigma 1, one 4 times the other: P(shorter < longer) = Phi(ln 4 / sqrt 2) = 0.84.
+@pytest.mark.parametrize(("factor", "expected", "unlike"), [(1.0, 0.5, False), (4.0, 0.84, True), (0.25, 0.16, True)])
+def test_where_one_summary_s_batches_sit_in_another_s_history(factor: float, expected: float, unlike: bool) -> None:
+    rng = random.Random(6)
+    history = summarise([_lognormal(rng) for _ in range(1000)])
+    customer = summarise([factor * _lognormal(rng) for _ in range(30)])
+    position = history.position_of(customer)
+    assert abs(position - expected) < 0.08
+    assert far_from_middle(position) == unlike
+    assert DurationSummary().position_of(customer) == history.position_of(DurationSummary()) == 0.5
+
+
+def test_a_summary_sits_in_the_middle_of_itself() -> None:
+    summary = summarise([100.0, 200.0, 200.0, 5000.0])
+    assert summary.position_of(summary) == pytest.approx(0.5)

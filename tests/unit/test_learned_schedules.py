@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from shared.durations import DurationSummary, summarise
-from shared.learned_schedules import ALL, REFRESH_SECONDS, RELEARN_AFTER, LearnedSchedules
+from shared.learned_schedules import ALL, FIT_EVIDENCE, REFRESH_SECONDS, RELEARN_AFTER, LearnedSchedules
 from shared.policy import PollingPolicy
 from shared.schedule import learn_schedule
 
@@ -60,7 +60,7 @@ def test_with_too_few_batches_anywhere_the_elapsed_rule_stands() -> None:
 
 
 def test_a_customer_with_enough_batches_gets_its_own_schedule_and_others_get_everyone_s() -> None:
-    store = Summaries({"big": SHORT, "small": summarise([5000.0] * 10), ALL: LONG})
+    store = Summaries({"big": SHORT, "small": summarise(_shuffled(range(2000, 3000, 100))), ALL: LONG})
     schedules = LearnedSchedules(store, 50)
     assert schedules.policy_for("big", POLICY).learned == learn_schedule(SHORT, POLICY)
     assert schedules.policy_for("small", POLICY).learned == learn_schedule(LONG, POLICY)
@@ -76,6 +76,24 @@ def test_a_shifted_customer_goes_back_to_the_elapsed_rule(caplog: pytest.LogCapt
         policy = LearnedSchedules(Summaries({"c": shifted, ALL: LONG}), 50).policy_for("c", POLICY)
     assert policy.learned == ()
     assert "no longer look like the history" in caplog.text
+
+
+def test_a_customer_whose_own_batches_are_unlike_everyone_s_is_polled_by_the_elapsed_rule_until_they_look_alike(
+        caplog: pytest.LogCaptureFixture) -> None:
+    slow = summarise([5000.0] * FIT_EVIDENCE)  # twice as long as any batch in everyone's history
+    store, clock = Summaries({"slow": slow, "few": summarise([5000.0] * (FIT_EVIDENCE - 1)), ALL: LONG}), Clock()
+    schedules = LearnedSchedules(store, 50, monotonic=clock)
+    with caplog.at_level(logging.INFO, logger="batchwatch.poll_schedule"):
+        assert schedules.policy_for("slow", POLICY).learned == ()
+        assert schedules.policy_for("few", POLICY).learned == learn_schedule(LONG, POLICY)  # too few to tell
+        for duration in _shuffled(range(2000, 3000, 34)):  # 30 batches like everyone's
+            schedules.record("slow", duration)
+        clock.now += REFRESH_SECONDS
+        assert schedules.policy_for("slow", POLICY).learned == learn_schedule(store.rows[ALL], POLICY)
+    assert ("poll schedule for customer slow: the elapsed rule (its 10 batches do not look like every customer's: "
+            "their mean position in that history is 1.00)") in caplog.text
+    assert "poll schedule for customer slow: every customer's (its batches look like theirs again)" in caplog.text
+    assert caplog.text.count("do not look like every customer's") == 1  # not for the customer with too few
 
 
 def test_the_summaries_are_read_once_per_refresh_and_relearned_only_after_enough_new_batches() -> None:
