@@ -252,16 +252,14 @@ class StatusCheck:
             self.queues.send(self.settings.failure_queue, chunk.to_json())
             chunks += 1
         final = RowWrite(plan.row, request.state.etag if request.state else None, "")
-        try:
-            self.store.update_batch(request.customer_id, request.batch_tracking_id, final.change, final.etag)
-        except RowChangedError:
-            # Final already (this write, whose answer was lost, or another chain's, which counts the batch), or
-            # another chain holds it now. Either way this one does not add the batch to the history.
-            if self._landed(request, final) is None:
-                log.warning("the batch row changed while it was being finalised; the chain that holds it now "
-                            "finishes it")
-        else:
+        etag, first_try = self._write_at_first_try(request, final)
+        if first_try:
             self._record_duration(request, plan)
+        # Else final already (this write, whose answer was lost, or another chain's, which counts the batch), or
+        # another chain holds it now. Either way this one does not add the batch to the history.
+        elif etag is None:
+            log.warning("the batch row changed while it was being finalised; the chain that holds it now "
+                        "finishes it")
         report = log.warning if plan.outcome in ENDED_BADLY else log.info
         report("%s; %d failure chunks", plan.summary, chunks, extra={
             "outcome": plan.outcome.value, "deviceCount": plan.row.device_count or 0,
@@ -320,10 +318,15 @@ class StatusCheck:
     # --- storage ----------------------------------------------------------------------------------------
     def _write(self, request: StatusRequest, write: RowWrite) -> str | None:
         """Merge into the batch row if it is as this message read it; None on a conflict that is not its own."""
+        return self._write_at_first_try(request, write)[0]
+
+    def _write_at_first_try(self, request: StatusRequest, write: RowWrite) -> tuple[str | None, bool]:
+        """As _write, and whether the merge itself succeeded (False: the row's etag had changed, whoever wrote)."""
         try:
-            return self.store.update_batch(request.customer_id, request.batch_tracking_id, write.change, write.etag)
+            return self.store.update_batch(request.customer_id, request.batch_tracking_id, write.change,
+                                           write.etag), True
         except RowChangedError:
-            return self._landed(request, write)
+            return self._landed(request, write), False
 
     def _landed(self, request: StatusRequest, write: RowWrite) -> str | None:
         """After a conflict: a row that already holds what was written means the write landed and only its answer
