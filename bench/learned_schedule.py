@@ -36,8 +36,8 @@ FAMILIES: dict[str, Family] = {
 PEERS = {"fixed 5 s": 5.0, "fixed 15 s": 15.0, "fixed 30 s": 30.0}
 TRAINING = 200
 SHIFT = 4.0
-# How much one training sample decides, and how much a longer history helps: SAMPLES samples at each length, from
-# POLL_LEARN_MIN_BATCHES' default to a busy deployment's history (the summary keeps about the newest 1,000).
+# How much one training sample decides, and how much a longer history helps: SAMPLES samples at each length, from a
+# few dozen batches to a busy deployment's history (the summary keeps about the newest 1,000).
 HISTORIES = (50, 100, 200, 400, 1000, 5000)
 SAMPLES = 9
 ARRIVAL_SECONDS = 60.0  # as deployed: one batch a minute

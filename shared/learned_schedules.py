@@ -142,7 +142,7 @@ class LearnedSchedules:
             if chosen is not None and verdict == chosen.verdict and summary is not None and (
                     0 <= summary.batches - chosen.batches < RELEARN_AFTER):
                 return replace(chosen, read_at=now, summary=summary)
-            return self._learn(summary, verdict, policy, now)
+            return self._learn(scope, summary, verdict, policy, now)
         except Exception as exc:  # keep what was learned (or the elapsed rule); read again after REFRESH_SECONDS
             log.warning("could not read or learn from the %s summary of durations: %s: %s", _name(scope),
                         type(exc).__name__, exc)
@@ -154,11 +154,14 @@ class LearnedSchedules:
             return "few batches"
         return "shifted" if summary.shifted else "learned"
 
-    def _learn(self, summary: DurationSummary | None, verdict: Verdict, policy: PollingPolicy, now: float) -> Chosen:
+    def _learn(self, scope: str, summary: DurationSummary | None, verdict: Verdict, policy: PollingPolicy,
+               now: float) -> Chosen:
         if summary is None or verdict == "few batches":
             batches = summary.batches if summary else 0
-            return Chosen(now, batches, (), f"the elapsed rule ({batches} batches recorded, "
-                                             f"{self._min_batches} needed to learn)", verdict, summary)
+            count = f"{batches} batches recorded, {self._min_batches} needed to learn"
+            why = (f"the elapsed rule ({count})" if scope == ALL
+                   else f"every customer's schedule while there is one, else the elapsed rule ({count} its own)")
+            return Chosen(now, batches, (), why, verdict, summary)
         if verdict == "shifted":
             return Chosen(now, summary.batches, (), "the elapsed rule (the newest batches no longer look like the "
                                                     f"history: their mean position in it is {summary.position:.2f})",

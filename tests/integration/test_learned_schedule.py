@@ -47,7 +47,9 @@ def test_a_customer_with_a_history_is_polled_by_its_learned_schedule_and_the_bat
     polls = {customer: row["pollCount"] for customer, row in rows.items()}
     assert polls[known] <= 7 and polls[known] + 4 <= polls[new], polls  # measured here: 2 against 11
     assert f"poll schedule for customer {known}: learned from {HISTORY} batches" in caplog.text
-    assert f"poll schedule for customer {new}: the elapsed rule (0 batches recorded, {HISTORY} needed" in caplog.text
+    assert (f"poll schedule for customer {new}: every customer's schedule while there is one, else the elapsed rule "
+            f"(0 batches recorded, {HISTORY} needed to learn its own)") in caplog.text
+    assert f"poll schedule for every customer: the elapsed rule (0 batches recorded, {HISTORY} needed" in caplog.text
     stored = {row["RowKey"]: DurationSummary.from_fields(row)
               for row in stack.rows("BATCH_TABLE_NAME", "PartitionKey eq @p", p=DURATIONS_PARTITION)}
     assert stored[known] is not None and stored[known].batches == HISTORY + 1

@@ -84,7 +84,7 @@ def test_a_customer_whose_own_batches_are_unlike_everyone_s_is_polled_by_the_ela
     store, clock = Summaries({"slow": slow, "few": summarise([5000.0] * (FIT_EVIDENCE - 1)), ALL: LONG}), Clock()
     schedules = LearnedSchedules(store, 50, monotonic=clock)
     with caplog.at_level(logging.INFO, logger="batchwatch.poll_schedule"):
-        assert schedules.policy_for("slow", POLICY).learned == ()
+        assert schedules.policy_for("slow", POLICY).learned == schedules.policy_for("slow", POLICY).learned == ()
         assert schedules.policy_for("few", POLICY).learned == learn_schedule(LONG, POLICY)  # too few to tell
         for duration in _shuffled(range(2000, 3000, 34)):  # 30 batches like everyone's
             schedules.record("slow", duration)
@@ -93,7 +93,16 @@ def test_a_customer_whose_own_batches_are_unlike_everyone_s_is_polled_by_the_ela
     assert ("poll schedule for customer slow: the elapsed rule (its 10 batches do not look like every customer's: "
             "their mean position in that history is 1.00)") in caplog.text
     assert "poll schedule for customer slow: every customer's (its batches look like theirs again)" in caplog.text
-    assert caplog.text.count("do not look like every customer's") == 1  # not for the customer with too few
+    assert caplog.text.count("do not look like every customer's") == 1  # once, and not for the one with too few
+
+
+def test_the_customer_s_batches_are_compared_with_everyone_s_as_last_read_even_when_not_relearned() -> None:
+    store, clock = Summaries({"c": summarise([5000.0] * (FIT_EVIDENCE - 1)), ALL: LONG}), Clock()
+    schedules = LearnedSchedules(store, 50, monotonic=clock)
+    assert schedules.policy_for("c", POLICY).learned == learn_schedule(LONG, POLICY)  # too few of its own to tell
+    store.rows["c"] = store.rows["c"].add(5000.0)  # one more (fewer than RELEARN_AFTER): now enough to tell
+    clock.now += REFRESH_SECONDS
+    assert schedules.policy_for("c", POLICY).learned == ()
 
 
 def test_the_summaries_are_read_once_per_refresh_and_relearned_only_after_enough_new_batches() -> None:
