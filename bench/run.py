@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--large-devices", type=int, default=20_000, help="devices in the batch of figure 10")
-    parser.add_argument("--only", choices=["learned_schedule", "learned_stack", "large_batch", "finalize_memory"],
+    parser.add_argument("--only", choices=["learned_schedule", "learned_stack", "fleet_throttling", "large_batch",
+                                           "finalize_memory"],
                         help="run this figure alone; its results go to bench/results/<figure>-latest.json")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = args.only.replace("_", "-") if args.only else "bench"
     if args.only:
         {"learned_schedule": _print_learned, "learned_stack": _print_learned_stack, "large_batch": _print_large,
+         "fleet_throttling": lambda figure: _print_fleet("9a. fleet throttling on the real stack", figure),
          "finalize_memory": _print_memory}[args.only](results[args.only])
     else:
         results["persistence"], results["memory"] = results.pop("persistence_and_memory")
