@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
@@ -194,9 +194,7 @@ def load_polling_settings(env: Mapping[str, str]) -> PollingSettings:
     policy = PollingPolicy(**reader.numbers(PollingPolicy, POLICY_NUMBERS))
     if policy.max_delay < policy.initial_delay:
         raise ConfigError("POLL_MAX_DELAY_SECONDS must not be smaller than POLL_INITIAL_DELAY_SECONDS")
-    poll_schedule = reader.text("POLL_SCHEDULE", default_of(PollingSettings, "poll_schedule")).lower()
-    if poll_schedule not in POLL_SCHEDULES:
-        raise ConfigError(f"POLL_SCHEDULE must be one of {', '.join(POLL_SCHEDULES)}, got {poll_schedule!r}")
+    poll_schedule = reader.choice("POLL_SCHEDULE", default_of(PollingSettings, "poll_schedule"), POLL_SCHEDULES)
     return PollingSettings(**vars(load_storage_names(env, POLLING_NAMES)), partner_center=_partner_center(reader),
                            policy=policy, poll_schedule=poll_schedule,
                            **reader.numbers(PollingSettings, POLLING_NUMBERS),
@@ -208,9 +206,8 @@ def load_alert_settings(env: Mapping[str, str]) -> AlertSettings:
 
 
 def _alert_fields(reader: _Reader) -> dict[str, Any]:
-    webhook_format = reader.text("ALERT_WEBHOOK_FORMAT", default_of(AlertSettings, "alert_webhook_format")).lower()
-    if webhook_format not in ALERT_FORMATS:
-        raise ConfigError(f"ALERT_WEBHOOK_FORMAT must be one of {', '.join(ALERT_FORMATS)}, got {webhook_format!r}")
+    webhook_format = reader.choice("ALERT_WEBHOOK_FORMAT", default_of(AlertSettings, "alert_webhook_format"),
+                                   ALERT_FORMATS)
     webhook_url = reader.optional("ALERT_WEBHOOK_URL")
     problem = webhook_url and webhook_url_problem(webhook_url)
     if problem:
@@ -247,9 +244,7 @@ def settings_retry_seconds(env: Mapping[str, str]) -> float:
 
 def load_digest_settings(env: Mapping[str, str]) -> DigestSettings:
     reader = _Reader(env)
-    empty_day = reader.text("DIGEST_EMPTY_DAY", DigestSettings.empty_day).lower()
-    if empty_day not in EMPTY_DAY_CHOICES:
-        raise ConfigError(f"DIGEST_EMPTY_DAY must be one of {', '.join(EMPTY_DAY_CHOICES)}, got {empty_day!r}")
+    empty_day = reader.choice("DIGEST_EMPTY_DAY", DigestSettings.empty_day, EMPTY_DAY_CHOICES)
     hours = reader.seconds("DIGEST_PENDING_HOURS", DigestSettings.pending_hours, 1, 24 * 30)
     return DigestSettings(pending_hours=hours, empty_day=empty_day)
 
@@ -342,12 +337,9 @@ def _partner_center(reader: _Reader) -> PartnerCenterSettings:
 
 def _auth_mode(reader: _Reader, base_url: str, loopback: bool) -> str:
     """PARTNER_CENTER_AUTH, checked along with the settings that mode needs."""
-    auth = reader.optional("PARTNER_CENTER_AUTH")
-    if not auth:
+    if not reader.optional("PARTNER_CENTER_AUTH"):
         raise ConfigError(f"PARTNER_CENTER_AUTH is not set; choose one of {', '.join(AUTH_MODES)}")
-    auth = auth.strip().lower()
-    if auth not in AUTH_MODES:
-        raise ConfigError(f"PARTNER_CENTER_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+    auth = reader.choice("PARTNER_CENTER_AUTH", "", AUTH_MODES)
     if auth == "simulator" and not loopback:
         raise ConfigError(
             "PARTNER_CENTER_AUTH=simulator sends a fixed development token and is refused unless "
@@ -410,6 +402,13 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self.optional(name) or default
+
+    def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
+        """The setting, in lower case, which must be one of choices; the default when it is not set."""
+        value = self.text(name, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
 
     def seconds(self, name: str, default: float, minimum: float, maximum: float = math.inf) -> float:
         raw = self.optional(name)
