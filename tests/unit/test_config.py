@@ -56,6 +56,8 @@ def test_defaults_follow_the_contract() -> None:
     ({"ALERT_RETRY_MAX_DELAY_SECONDS": "604800"}, "ALERT_RETRY_MAX_DELAY_SECONDS"),
     ({"PARTNER_CENTER_CALL_DEADLINE_SECONDS": "0"}, "PARTNER_CENTER_CALL_DEADLINE_SECONDS"),
     ({"PARTNER_CENTER_MAX_RESPONSE_BYTES": "10"}, "PARTNER_CENTER_MAX_RESPONSE_BYTES"),
+    ({"POLL_SCHEDULE": "fast"}, "POLL_SCHEDULE must be one of learned, elapsed, got 'fast'"),
+    ({"POLL_LEARN_MIN_BATCHES": "0"}, "POLL_LEARN_MIN_BATCHES must be between 1 and 1000000"),
 ])
 def test_a_bad_setting_is_named(changes: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
@@ -117,3 +119,9 @@ def test_fleet_throttling_is_on_unless_set_false_and_anything_else_is_named() ->
     assert load_settings({**BASE, "PARTNER_CENTER_FLEET_THROTTLE": "False"}).fleet_throttle is False
     with pytest.raises(ConfigError, match="PARTNER_CENTER_FLEET_THROTTLE must be true or false"):
         load_settings({**BASE, "PARTNER_CENTER_FLEET_THROTTLE": "sometimes"})
+
+
+def test_the_poll_schedule_is_elapsed_by_default_and_read_in_any_case() -> None:
+    assert load_settings(BASE).poll_schedule == "elapsed"
+    assert load_settings({**BASE, "POLL_SCHEDULE": " Learned "}).poll_schedule == "learned"
+    assert load_settings({**BASE, "POLL_LEARN_MIN_BATCHES": "200"}).learn_min_batches == 200
