@@ -39,7 +39,7 @@ SHIFT = 4.0
 # How much one training sample decides, and how much a longer history helps: SAMPLES samples at each length, from a
 # few dozen batches to a busy deployment's history (the summary keeps about the newest 1,000).
 HISTORIES = (50, 100, 200, 400, 1000, 5000)
-SAMPLES = 9
+SAMPLES = 20
 ARRIVAL_SECONDS = 60.0  # as deployed: one batch a minute
 MIN_BATCHES = TRAINING  # POLL_LEARN_MIN_BATCHES as deployed: at most the history's, so that it is learned from
 CUSTOMER = "bench-customer"

@@ -41,6 +41,16 @@ class DurationSummary:
         return sum(self.weights)
 
     @property
+    def effective_batches(self) -> float:
+        """How many equally weighted batches the aged weights are worth as a sample ((sum w)^2 / sum w^2): the
+        batch count while it is small, at most about 2 / (1 - DECAY) however many batches were added."""
+        if self.batches <= 0:
+            return 0.0
+        total = (1 - DECAY**self.batches) / (1 - DECAY)
+        squares = (1 - DECAY ** (2 * self.batches)) / (1 - DECAY**2)
+        return total * total / squares
+
+    @property
     def shifted(self) -> bool:
         """The newest batches no longer look like the history: longer or shorter by far."""
         return far_from_middle(self.position)

@@ -3,13 +3,13 @@ they do not.
 
 A schedule is the tuple of poll times (seconds since first seen) after the first poll at 0. It is chosen by a
 dynamic program over a smooth density of durations made from the summary of past batches (shared/durations.py):
-each bin's weight spread over its neighbours by a log-normal kernel, each piece uniform within its bin. The
-program minimises the expected lag from a batch's completion to the poll that sees it, plus a cost per call; the
-cost is the largest one whose mean lag on that density is at most TARGET_SHARE of the elapsed-proportional rule's
-(policy.scheduled_delay), so the schedule makes fewer calls at no worse mean lag. Lags are worked out on the
-density, never on the durations seen: a schedule that polls just after each duration seen looks perfect on them
-and is not on the next batches. Gaps stay between the policy's initial and maximum delay. Past the last time in
-the schedule, polling goes on with the elapsed rule.
+each bin's weight spread over its neighbours by a log-normal kernel, wider for a short history and where batches
+are few (smooth), each piece uniform within its bin. The program minimises the expected lag from a batch's
+completion to the poll that sees it, plus a cost per call; the cost is the largest one whose mean lag on that
+density is at most TARGET_SHARE of the elapsed-proportional rule's (policy.scheduled_delay), so the schedule makes
+fewer calls at no worse mean lag. Lags are worked out on the density, never on the durations seen: a schedule that
+polls just after each duration seen looks perfect on them and is not on the next batches. Gaps stay between the
+policy's initial and maximum delay. Past the last time in the schedule, polling goes on with the elapsed rule.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ MAX_CANDIDATES = 2000
 TARGET_SHARE = 0.95  # of the elapsed rule's mean lag on the density: a margin for batches unlike the history
 GRID_STEP = 5.0  # seconds between candidate poll times at first, at most
 GRID_SHARE = 0.02  # later, the step is this share of the time since first seen
-KERNEL_WIDTH = 0.1  # in log space: a bin's weight is spread as a normal law of this deviation
+KERNEL_WIDTH = 0.1  # in log time: the narrowest a bin's weight is spread (as a normal law of this deviation)
+WIDEST_KERNEL = 1.0  # in log time: the widest, for a lone batch far from the others
+RULE_OF_THUMB = 0.9  # Silverman's factor
 
 
 @dataclass(frozen=True)
@@ -117,23 +119,66 @@ def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[flo
 
 
 def smooth(summary: DurationSummary) -> Density:
-    """The summary's weights spread over nearby bins (a log-normal kernel), so that the schedule does not poll
-    at the bins that happened to fill: a few hundred batches are a sample, not the law."""
-    filled = [index for index, weight in enumerate(summary.weights) if weight > 0]
-    if not filled:
+    """The summary's weights spread over nearby bins, so that the schedule does not poll at the bins that happened to
+    fill: a few hundred batches are a sample, not the law. Each bin is spread as a normal law in log time whose width
+    adapts to the history (an adaptive kernel estimate):
+    - the width for the whole history follows Silverman's rule of thumb, 0.9 x min(deviation, interquartile range /
+      1.34) x batches^-1/5 in log time, never under KERNEL_WIDTH: a short history is smoothed more than a long one;
+    - each bin's own width grows where the history's batches are few (Abramson's square-root law: that width times
+      the square root of the geometric mean density over the history's batches divided by the density there), up
+      to WIDEST_KERNEL. A sparse tail is where a sample misleads most: with one width for all, the schedule left
+      the maximum delay between the few long batches seen, and new batches that ended there waited longer than by
+      the elapsed rule. The weight spread past the longest batch seen is dropped beyond about a third past it."""
+    if summary.weight <= 0:
         return Density((0.0, 0.0), (0.0,))
-    reach = 3 * KERNEL_WIDTH / math.log(BIN_RATIO)  # in bins: the kernel is cut at (about) 3 deviations
-    spread = [math.exp(-0.5 * (offset * math.log(BIN_RATIO) / KERNEL_WIDTH) ** 2)
-              for offset in range(-int(reach), int(reach) + 1)]
-    scale = sum(spread)
-    weights = [0.0] * BINS
-    for index in filled:
-        for offset, share in enumerate(spread, start=-int(reach)):
-            weights[min(BINS - 1, max(0, index + offset))] += summary.weights[index] * share / scale
-    filled_after = [index for index, weight in enumerate(weights) if weight > 0]
-    used = range(filled_after[0], filled_after[-1] + 1)
+    width = rule_of_thumb(summary)
+    pilot = _spread(summary.weights, [width] * BINS)
+    typical = math.exp(sum(weight * math.log(pilot[index]) for index, weight in enumerate(summary.weights)
+                           if weight > 0) / summary.weight)
+    widths = [min(WIDEST_KERNEL, width * math.sqrt(typical / pilot[index])) if weight > 0 else width
+              for index, weight in enumerate(summary.weights)]
+    weights = _spread(summary.weights, widths)
+    # The density ends as far past the longest batch seen as the narrowest kernel reaches (about a third longer):
+    # past the history, the elapsed rule, however wide that batch was spread.
+    longest = max(index for index, weight in enumerate(summary.weights) if weight > 0)
+    filled = [index for index, weight in enumerate(weights) if weight > 0]
+    used = range(filled[0], min(filled[-1], longest + int(3 * KERNEL_WIDTH / math.log(BIN_RATIO))) + 1)
     edges = (*(bin_range(index)[0] for index in used), bin_range(used[-1])[1])
     return Density(edges, tuple(weights[index] for index in used))
+
+
+def rule_of_thumb(summary: DurationSummary) -> float:
+    """Silverman's kernel width, in log time, for this history (at least KERNEL_WIDTH)."""
+    positions = [index * math.log(BIN_RATIO) for index in range(BINS)]
+    total = summary.weight
+    mean = sum(weight * position for weight, position in zip(summary.weights, positions, strict=True)) / total
+    deviation = math.sqrt(sum(weight * (position - mean) ** 2
+                              for weight, position in zip(summary.weights, positions, strict=True)) / total)
+    quartiles: list[float] = []
+    below = 0.0
+    for weight, position in zip(summary.weights, positions, strict=True):
+        below += weight
+        while len(quartiles) < 2 and below >= (0.25, 0.75)[len(quartiles)] * total:
+            quartiles.append(position)
+    interquartile = quartiles[1] - quartiles[0] if len(quartiles) == 2 else 0.0
+    spread = min(deviation, interquartile / 1.34) if interquartile > 0 else deviation
+    return max(KERNEL_WIDTH, RULE_OF_THUMB * spread * max(summary.effective_batches, 1.0) ** -0.2)
+
+
+def _spread(weights: Sequence[float], widths: Sequence[float]) -> list[float]:
+    """Each bin's weight spread over its neighbours as a normal law of its width in log time, cut at 3 widths;
+    what would fall outside the bins goes to the first or the last."""
+    spread = [0.0] * BINS
+    for index, weight in enumerate(weights):
+        if weight <= 0:
+            continue
+        reach = int(3 * widths[index] / math.log(BIN_RATIO))
+        shares = [math.exp(-0.5 * (offset * math.log(BIN_RATIO) / widths[index]) ** 2)
+                  for offset in range(-reach, reach + 1)]
+        scale = sum(shares)
+        for offset, share in enumerate(shares, start=-reach):
+            spread[min(BINS - 1, max(0, index + offset))] += weight * share / scale
+    return spread
 
 
 def following(schedule: tuple[float, ...], policy: PollingPolicy) -> Callable[[float], float]:

@@ -30,6 +30,15 @@ def test_recent_batches_weigh_more_and_the_weight_is_bounded() -> None:
     assert long.batches == 5000 and long.weight == pytest.approx(1 / (1 - DECAY), rel=0.01)
 
 
+@pytest.mark.parametrize("batches", [0, 1, 50, 200, 5000])
+def test_the_aged_weights_are_worth_as_many_batches_as_their_spread_says(batches: int) -> None:
+    """(sum w)^2 / sum w^2 over the batches' own weights, worked out here one batch at a time."""
+    weights = [DECAY**age for age in range(batches)]
+    expected = sum(weights) ** 2 / sum(weight * weight for weight in weights) if batches else 0.0
+    assert summarise([300.0] * batches).effective_batches == pytest.approx(expected)
+    assert summarise([300.0] * batches).effective_batches <= 2 / (1 - DECAY)
+
+
 def test_the_summary_round_trips_through_table_properties_within_a_row() -> None:
     summary = summarise([float(d) for d in range(60, 5000, 7)])
     fields = summary.to_fields()
