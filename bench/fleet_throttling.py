@@ -25,8 +25,8 @@ from local.fleet import Fleet
 from .fleet_virtual import goals
 from .stack import Stack, fresh_stack, wait_until
 
-# The elapsed rule throughout: with POLL_SCHEDULE=learned and a lower POLL_LEARN_MIN_BATCHES, the learned schedule
-# could take over part way through a mode, and the modes would no longer differ in their throttling alone.
+# The elapsed rule throughout: by default the learned schedule takes over once POLL_LEARN_MIN_BATCHES batches have
+# completed, part way through a mode, and the modes would no longer differ in their throttling alone.
 POLLING = {"POLL_INITIAL_DELAY_SECONDS": "5", "POLL_MAX_DELAY_SECONDS": "15", "POLL_BACKOFF_FACTOR": "0.18",
            "POLL_SCHEDULE": "elapsed"}
 

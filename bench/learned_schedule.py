@@ -140,8 +140,9 @@ def _goals(today: dict[str, float], learned: dict[str, float]) -> dict[str, bool
 def _by_history(index: int, family: Family, test: History, today: dict[str, float],
                 policy: PollingPolicy) -> list[dict[str, Any]]:
     """The same test with schedules learned from SAMPLES training samples at each history length: the spread of
-    the ratios to today, and on how many samples each goal is met. Sample s of every length is the start of one
-    stream of batches, so a longer history extends a shorter one; sample 0 of TRAINING is the figure's own."""
+    the ratios to today, their means, and on how many samples each goal is met. Sample s of every length is the
+    start of one stream of batches, so a longer history extends a shorter one; sample 0 of TRAINING is the
+    figure's own."""
     rows = []
     for batches in HISTORIES:
         ratios, met = [], {goal: 0 for goal in _goals(today, today)}
@@ -154,7 +155,9 @@ def _by_history(index: int, family: Family, test: History, today: dict[str, floa
                 met[goal] += ok
         spread = {key: [round(min(r[key] for r in ratios), 3), round(max(r[key] for r in ratios), 3)]
                   for key in today}
-        rows.append({"batches": batches, "samples": SAMPLES, "ratio_ranges": spread, "goals_met_on": met})
+        means = {key: round(sum(r[key] for r in ratios) / len(ratios), 3) for key in today}
+        rows.append({"batches": batches, "samples": SAMPLES, "ratio_ranges": spread, "ratio_means": means,
+                     "goals_met_on": met})
     return rows
 
 

@@ -192,9 +192,10 @@ def _print_learned(learned: dict[str, Any]) -> None:
                   f"{figure['p95_lag_s']:>7}s")
         print("     goals (the shift's as deployed): " + _verdicts(figures["goals_met"]))
         print(f"     by history length, over {figures['by_history'][0]['samples']} training samples each "
-              "(ratio ranges to today; on how many samples each goal is met):")
+              "(ratio ranges to today and their means; on how many samples each goal is met):")
         for row in figures["by_history"]:
-            ranges = ", ".join(f"{key} {low}-{high}" for key, (low, high) in row["ratio_ranges"].items())
+            ranges = ", ".join(f"{key} {low}-{high} (mean {row['ratio_means'][key]})"
+                               for key, (low, high) in row["ratio_ranges"].items())
             met = ", ".join(f"{count}" for count in row["goals_met_on"].values())
             print(f"       {row['batches']:>5} batches: {ranges}; goals met on {met}")
 

@@ -91,8 +91,8 @@ class PollingSettings(StorageNames):
     finalize_step_seconds: float = 120.0  # how long one invocation writes a final result before it hands on
     fleet_throttle: bool = True  # a 429 holds every poll of the partner in every instance (shared/throttle.py)
     max_calls_per_minute: int = 0  # the fleet's Partner Center call budget; 0: none
-    poll_schedule: str = "elapsed"  # POLL_SCHEDULE: elapsed, or learned from past batches (shared/learned_schedules.py)
-    learn_min_batches: int = 1000  # batches a customer (else every customer) needs before its schedule is learned
+    poll_schedule: str = "learned"  # POLL_SCHEDULE: learned from past batches (shared/learned_schedules.py), or elapsed
+    learn_min_batches: int = 100  # batches a customer (else every customer) needs before its schedule is learned
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status_queue={self.status_queue!r}, partner_center={self.partner_center!r})"

@@ -121,7 +121,7 @@ def test_fleet_throttling_is_on_unless_set_false_and_anything_else_is_named() ->
         load_settings({**BASE, "PARTNER_CENTER_FLEET_THROTTLE": "sometimes"})
 
 
-def test_the_poll_schedule_is_elapsed_by_default_and_read_in_any_case() -> None:
-    assert load_settings(BASE).poll_schedule == "elapsed"
-    assert load_settings({**BASE, "POLL_SCHEDULE": " Learned "}).poll_schedule == "learned"
+def test_the_poll_schedule_is_learned_by_default_from_100_batches_and_read_in_any_case() -> None:
+    assert load_settings(BASE).poll_schedule == "learned" and load_settings(BASE).learn_min_batches == 100
+    assert load_settings({**BASE, "POLL_SCHEDULE": " Elapsed "}).poll_schedule == "elapsed"
     assert load_settings({**BASE, "POLL_LEARN_MIN_BATCHES": "200"}).learn_min_batches == 200
