@@ -29,8 +29,10 @@ MAX_CANDIDATES = 2000
 TARGET_SHARE = 0.95  # of the elapsed rule's mean lag on the density: a margin for batches unlike the history
 GRID_STEP = 5.0  # seconds between candidate poll times at first, at most
 GRID_SHARE = 0.02  # later, the step is this share of the time since first seen
-KERNEL_WIDTH = 0.1  # in log time: the narrowest a bin's weight is spread (as a normal law of this deviation)
-WIDEST_KERNEL = 1.0  # in log time: the widest, for a lone batch far from the others
+LOG_BIN = math.log(BIN_RATIO)  # a bin's width in log time
+# Kernel widths, in log time: a bin's weight is spread as a normal law of this deviation there.
+KERNEL_WIDTH = 0.1  # the narrowest for a whole history (a bin in a crowd may get a little less: local_widths)
+WIDEST_KERNEL = 1.0  # the widest, for a lone batch far from the others
 RULE_OF_THUMB = 0.9  # Silverman's factor
 
 
@@ -122,47 +124,71 @@ def smooth(summary: DurationSummary) -> Density:
     """The summary's weights spread over nearby bins, so that the schedule does not poll at the bins that happened to
     fill: a few hundred batches are a sample, not the law. Each bin is spread as a normal law in log time whose width
     adapts to the history (an adaptive kernel estimate):
-    - the width for the whole history follows Silverman's rule of thumb, 0.9 x min(deviation, interquartile range /
-      1.34) x batches^-1/5 in log time, never under KERNEL_WIDTH: a short history is smoothed more than a long one;
-    - each bin's own width grows where the history's batches are few (Abramson's square-root law: that width times
-      the square root of the geometric mean density over the history's batches divided by the density there), up
-      to WIDEST_KERNEL. A sparse tail is where a sample misleads most: with one width for all, the schedule left
-      the maximum delay between the few long batches seen, and new batches that ended there waited longer than by
-      the elapsed rule. The weight spread past the longest batch seen is dropped beyond about a third past it."""
+    - the width for the whole history follows Silverman's rule of thumb (rule_of_thumb): a short history is
+      smoothed more than a long one;
+    - each bin's own width grows where the history's batches are few (local_widths). A sparse tail is where a
+      sample misleads most: with one width for all, the schedule left the maximum delay between the few long
+      batches seen, and new batches that ended there waited longer than by the elapsed rule.
+    The density ends as far past the longest batch seen as the narrowest kernel reaches (about a third longer), so
+    that past the history the elapsed rule applies, however wide that batch was spread; the weight beyond is left
+    out."""
     if summary.weight <= 0:
         return Density((0.0, 0.0), (0.0,))
-    width = rule_of_thumb(summary)
-    pilot = _spread(summary.weights, [width] * BINS)
-    typical = math.exp(sum(weight * math.log(pilot[index]) for index, weight in enumerate(summary.weights)
-                           if weight > 0) / summary.weight)
-    widths = [min(WIDEST_KERNEL, width * math.sqrt(typical / pilot[index])) if weight > 0 else width
-              for index, weight in enumerate(summary.weights)]
-    weights = _spread(summary.weights, widths)
-    # The density ends as far past the longest batch seen as the narrowest kernel reaches (about a third longer):
-    # past the history, the elapsed rule, however wide that batch was spread.
+    weights = _spread(summary.weights, local_widths(summary, rule_of_thumb(summary)))
     longest = max(index for index, weight in enumerate(summary.weights) if weight > 0)
     filled = [index for index, weight in enumerate(weights) if weight > 0]
-    used = range(filled[0], min(filled[-1], longest + int(3 * KERNEL_WIDTH / math.log(BIN_RATIO))) + 1)
+    used = range(filled[0], min(filled[-1], longest + _reach(KERNEL_WIDTH)) + 1)
     edges = (*(bin_range(index)[0] for index in used), bin_range(used[-1])[1])
     return Density(edges, tuple(weights[index] for index in used))
 
 
 def rule_of_thumb(summary: DurationSummary) -> float:
-    """Silverman's kernel width, in log time, for this history (at least KERNEL_WIDTH)."""
-    positions = [index * math.log(BIN_RATIO) for index in range(BINS)]
+    """Silverman's kernel width in log time for this history, 0.9 x min(deviation, interquartile range / 1.34) x
+    batches^-1/5, at least KERNEL_WIDTH. The batches are the aged weights' worth (effective_batches). Quartiles are
+    known to a bin: two in the same bin are a bin's width apart, not 0 (which would fall back to the deviation, and
+    a tight crowd with a few outliers would be smoothed far wider than a looser one)."""
     total = summary.weight
+    if total <= 0:
+        return KERNEL_WIDTH
+    positions = [index * LOG_BIN for index in range(BINS)]
     mean = sum(weight * position for weight, position in zip(summary.weights, positions, strict=True)) / total
     deviation = math.sqrt(sum(weight * (position - mean) ** 2
                               for weight, position in zip(summary.weights, positions, strict=True)) / total)
-    quartiles: list[float] = []
-    below = 0.0
-    for weight, position in zip(summary.weights, positions, strict=True):
-        below += weight
-        while len(quartiles) < 2 and below >= (0.25, 0.75)[len(quartiles)] * total:
-            quartiles.append(position)
-    interquartile = quartiles[1] - quartiles[0] if len(quartiles) == 2 else 0.0
-    spread = min(deviation, interquartile / 1.34) if interquartile > 0 else deviation
+    first, third = _quantile(summary, 0.25), _quantile(summary, 0.75)
+    spread = min(deviation, max(third - first, 1) * LOG_BIN / 1.34)
     return max(KERNEL_WIDTH, RULE_OF_THUMB * spread * max(summary.effective_batches, 1.0) ** -0.2)
+
+
+def local_widths(summary: DurationSummary, width: float) -> list[float]:
+    """Each filled bin's own kernel width by Abramson's square-root law: the history's width times the square root
+    of the geometric mean density over its batches divided by the density at the bin (a first estimate with the
+    history's width), at most WIDEST_KERNEL. Narrower than the history's width in a crowd, wider where batches are
+    few. Empty bins are not spread, and keep the history's width."""
+    pilot = _spread(summary.weights, [width] * BINS)
+    seen = [(index, weight) for index, weight in enumerate(summary.weights) if weight > 0 and pilot[index] > 0]
+    if not seen:
+        return [width] * BINS
+    typical = math.exp(sum(weight * math.log(pilot[index]) for index, weight in seen)
+                       / sum(weight for _, weight in seen))
+    widths = [width] * BINS
+    for index, _ in seen:
+        widths[index] = min(WIDEST_KERNEL, width * math.sqrt(typical / pilot[index]))
+    return widths
+
+
+def _quantile(summary: DurationSummary, share: float) -> int:
+    """The bin in which this share of the history's weight is reached."""
+    below = 0.0
+    for index, weight in enumerate(summary.weights):
+        below += weight
+        if below >= share * summary.weight:
+            return index
+    return BINS - 1
+
+
+def _reach(width: float) -> int:
+    """How many bins a kernel of this width reaches on either side: 3 widths."""
+    return int(3 * width / LOG_BIN)
 
 
 def _spread(weights: Sequence[float], widths: Sequence[float]) -> list[float]:
@@ -172,9 +198,8 @@ def _spread(weights: Sequence[float], widths: Sequence[float]) -> list[float]:
     for index, weight in enumerate(weights):
         if weight <= 0:
             continue
-        reach = int(3 * widths[index] / math.log(BIN_RATIO))
-        shares = [math.exp(-0.5 * (offset * math.log(BIN_RATIO) / widths[index]) ** 2)
-                  for offset in range(-reach, reach + 1)]
+        reach = _reach(widths[index])
+        shares = [math.exp(-0.5 * (offset * LOG_BIN / widths[index]) ** 2) for offset in range(-reach, reach + 1)]
         scale = sum(shares)
         for offset, share in enumerate(shares, start=-reach):
             spread[min(BINS - 1, max(0, index + offset))] += weight * share / scale

@@ -13,6 +13,7 @@ from shared.durations import DurationSummary, summarise
 from shared.policy import PollingPolicy, scheduled_delay
 from shared.schedule import (
     KERNEL_WIDTH,
+    WIDEST_KERNEL,
     Density,
     History,
     evaluate,
@@ -151,6 +152,34 @@ def test_a_short_history_is_smoothed_wider_than_a_long_one_like_it() -> None:
     assert short > long >= KERNEL_WIDTH
     assert short == pytest.approx(0.9 * 50**-0.2, rel=0.25)  # Silverman's rule for a deviation of 1 in log time
     assert rule_of_thumb(summarise([600.0] * 10)) == KERNEL_WIDTH  # no spread at all: the narrowest kernel
+
+
+def test_the_width_follows_the_narrower_of_the_deviation_and_the_interquartile_range() -> None:
+    # Half at 100 s, half at 1,000 s: the deviation (ln 10 / 2) is below the interquartile range / 1.34.
+    two_points = summarise([100.0, 1_000.0] * 50)
+    assert rule_of_thumb(two_points) == pytest.approx(0.9 * math.log(10) / 2 * 100**-0.2, rel=0.05)
+    # A crowd within one bin and 10% far longer: the quartiles share a bin, so the range is a bin's width, and the
+    # crowd is smoothed as tightly as one spread over two bins (not by the deviation the outliers make).
+    rng = random.Random(1)
+    outliers = [rng.uniform(3_000, 20_000) for _ in range(10)]
+    crowd, looser = summarise([300.0] * 90 + outliers), summarise([280.0, 300.0] * 45 + outliers)
+    assert rule_of_thumb(crowd) == rule_of_thumb(looser) == KERNEL_WIDTH
+
+
+def test_the_width_counts_what_the_aged_weights_are_worth_not_every_batch_ever_added() -> None:
+    """20,000 batches weigh about as much as 5,000 (each new batch ages the others): about the same width (their
+    newest batches differ), not 4^-1/5 = 0.76 of it."""
+    assert rule_of_thumb(summarise(_lognormal(1, 20_000))) == pytest.approx(
+        rule_of_thumb(summarise(_lognormal(1, 5_000))), rel=0.1)
+
+
+def test_a_lone_batch_however_far_is_spread_at_most_the_widest_kernel() -> None:
+    """1,000 batches at 300 s and one at 20,000 s: its own width would be over 3, and is cut to WIDEST_KERNEL, so
+    none of its weight reaches below 3 such widths under 20,000 s."""
+    density = smooth(summarise([300.0] * 1000 + [20_000.0]))
+    masses, _ = density.below([300.0 * math.exp(0.5), 20_000.0 / math.exp(3.1 * WIDEST_KERNEL), 20_000.0])
+    assert masses[1] - masses[0] == pytest.approx(0.0, abs=1e-9)
+    assert masses[2] - masses[1] > 0.3
 
 
 def test_a_lone_batch_far_from_the_others_is_spread_wider_than_the_crowd() -> None:
