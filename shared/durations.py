@@ -21,6 +21,7 @@ BIN_RATIO = 1.1  # each bin 10% wider than the one before
 BINS = math.ceil(math.log(LONGEST / SHORTEST) / math.log(BIN_RATIO)) + 1
 EDGES = tuple(SHORTEST * BIN_RATIO**index for index in range(BINS))  # bin i holds [EDGES[i-1], EDGES[i])
 DECAY = 0.999  # each new batch ages every other by this: the newest ~1,000 batches make up most of the weight
+FORGOTTEN = 1e-6  # a bin's weight below this is dropped: a lone batch is forgotten about 13,800 batches later
 # The position of each new batch in the history before it (its share of the weight below its duration) is 0.5 on
 # average while batches look like the history. Its running mean over about the last 20 batches (SHIFT_MEMORY) away
 # from 0.5 by more than SHIFT_THRESHOLD means they no longer do.
@@ -73,13 +74,15 @@ class DurationSummary:
         if self.weight >= SHIFT_EVIDENCE:
             position += SHIFT_MEMORY * (self.share_below(duration) - position)
         index = bin_of(duration)
-        weights = tuple(weight * DECAY + (1.0 if bin_index == index else 0.0)
-                        for bin_index, weight in enumerate(self.weights))
-        return DurationSummary(weights, position, self.batches + 1)
+        aged = [weight * DECAY + (1.0 if bin_index == index else 0.0) for bin_index, weight in enumerate(self.weights)]
+        return DurationSummary(tuple(weight if weight >= FORGOTTEN else 0.0 for weight in aged), position,
+                               self.batches + 1)
 
     def to_fields(self) -> dict[str, Any]:
-        """As table properties: the weights as a JSON list (about 1 KB)."""
-        return {"weights": json.dumps([round(weight, 6) for weight in self.weights], separators=(",", ":")),
+        """As table properties: the weights as a JSON list (about 1 KB), each to 6 significant digits. Not to 6
+        decimals: a weight under 0.0005 would round back to itself after each batch's ageing, and an old batch would
+        never be forgotten."""
+        return {"weights": json.dumps([float(f"{weight:.6g}") for weight in self.weights], separators=(",", ":")),
                 "position": self.position, "batches": self.batches}
 
     @classmethod

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from shared.durations import BINS, DECAY, DurationSummary, bin_of, bin_range, far_from_middle, summarise
+from shared.durations import BINS, DECAY, FORGOTTEN, DurationSummary, bin_of, bin_range, far_from_middle, summarise
 
 
 def _lognormal(rng: random.Random, median: float = 480.0) -> float:
@@ -46,7 +46,23 @@ def test_the_summary_round_trips_through_table_properties_within_a_row() -> None
     again = DurationSummary.from_fields(fields)
     assert again is not None and again.batches == summary.batches
     assert again.position == summary.position
-    assert again.weights == pytest.approx(summary.weights, abs=1e-6)
+    assert again.weights == pytest.approx(summary.weights, rel=1e-5)
+
+
+def test_a_stored_summary_keeps_ageing_its_oldest_batches_until_they_are_forgotten() -> None:
+    """As the store adds batches: read the row, add one, write it back. A far bin weighing 0.0004 ages as in memory
+    (rounded to 6 decimals it stayed 0.0004 forever), and a weight under FORGOTTEN is dropped."""
+    weights = [0.0] * BINS
+    weights[bin_of(300.0)], weights[bin_of(50_000.0)] = 500.0, 0.0004
+    stored = DurationSummary(tuple(weights), 0.5, 10_000).to_fields()
+    for _ in range(1000):
+        summary = DurationSummary.from_fields(stored)
+        assert summary is not None
+        stored = summary.add(300.0).to_fields()
+    aged = DurationSummary.from_fields(stored)
+    assert aged is not None and aged.weights[bin_of(50_000.0)] == pytest.approx(0.0004 * DECAY**1000, rel=1e-3)
+    weights[bin_of(50_000.0)] = FORGOTTEN * 1.0005
+    assert DurationSummary(tuple(weights), 0.5, 10_000).add(300.0).weights[bin_of(50_000.0)] == 0.0
 
 
 @pytest.mark.parametrize("fields", [
