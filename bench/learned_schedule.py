@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from shared.config import PollingSettings, default_of
 from shared.durations import DurationSummary, summarise
 from shared.learned_schedules import ALL, LearnedSchedules
 from shared.models import BatchStatus
@@ -41,7 +42,7 @@ SHIFT = 4.0
 HISTORIES = (50, 100, 200, 400, 1000, 5000)
 SAMPLES = 20
 ARRIVAL_SECONDS = 60.0  # as deployed: one batch a minute
-MIN_BATCHES = TRAINING  # POLL_LEARN_MIN_BATCHES as deployed: at most the history's, so that it is learned from
+MIN_BATCHES = default_of(PollingSettings, "learn_min_batches")  # as deployed (at most TRAINING: learned at once)
 CUSTOMER = "bench-customer"
 PROCESSING = StatusReceived(BatchStatus("bench", "processing", None, None, ()))
 NO_DEADLINE = 10.0**9
