@@ -79,10 +79,10 @@ class DurationSummary:
                                self.batches + 1)
 
     def to_fields(self) -> dict[str, Any]:
-        """As table properties: the weights as a JSON list (about 1 KB), each to 6 significant digits. Not to 6
-        decimals: a weight under 0.0005 would round back to itself after each batch's ageing, and an old batch would
-        never be forgotten."""
-        return {"weights": json.dumps([float(f"{weight:.6g}") for weight in self.weights], separators=(",", ":")),
+        """As table properties: the weights as a JSON list (1 to 2 KB), unrounded, so that the stored summary ages
+        as it would in memory (rounded to 6 decimals, a weight under 0.0005 came back to itself after each batch's
+        ageing, and an old batch was never forgotten)."""
+        return {"weights": json.dumps(list(self.weights), separators=(",", ":")),
                 "position": self.position, "batches": self.batches}
 
     @classmethod
