@@ -6,10 +6,12 @@ dynamic program over a smooth density of durations made from the summary of past
 each bin's weight spread over its neighbours by a log-normal kernel, wider for a short history and where batches
 are few (smooth), each piece uniform within its bin. The program minimises the expected lag from a batch's
 completion to the poll that sees it, plus a cost per call; the cost is the largest one whose mean lag on that
-density is at most TARGET_SHARE of the elapsed-proportional rule's (policy.scheduled_delay), so the schedule makes
-fewer calls at no worse mean lag. Lags are worked out on the density, never on the durations seen: a schedule that
-polls just after each duration seen looks perfect on them and is not on the next batches. Gaps stay between the
-policy's initial and maximum delay. Past the last time in the schedule, polling goes on with the elapsed rule.
+density is at most TARGET_SHARE of the elapsed-proportional rule's (policy.scheduled_delay), and then polls are
+left out one at a time while the lag stays within that (_thinned), so the schedule makes fewer calls at no worse
+mean lag. A schedule that does not save at least 1 - CALLS_SHARE of the elapsed rule's calls is not learned.
+Lags are worked out on the density, never on the durations seen: a schedule that polls just after each duration
+seen looks perfect on them and is not on the next batches. Gaps stay between the policy's initial and maximum
+delay. Past the last time in the schedule, polling goes on with the elapsed rule.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ COST_LOWEST = 0.01  # seconds of lag a call is worth at the least
 # two give one per delay, so a long history there is left to the elapsed rule rather than a slow program.
 MAX_CANDIDATES = 2000
 TARGET_SHARE = 0.95  # of the elapsed rule's mean lag on the density: a margin for batches unlike the history
+# The most of the elapsed rule's calls on the density that a schedule may make to be learned: one that saves less is
+# within what a sample's luck can cost on the next batches.
+CALLS_SHARE = 0.9
 GRID_STEP = 5.0  # seconds between candidate poll times at first, at most
 GRID_SHARE = 0.02  # later, the step is this share of the time since first seen
 LOG_BIN = math.log(BIN_RATIO)  # a bin's width in log time
@@ -96,7 +101,7 @@ class Outcome:
 def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[float, ...]:
     """The poll times for this history. Empty (the elapsed rule) when it holds no batch, when the delays leave
     nothing to choose (0 s, or so small that there would be over MAX_CANDIDATES poll times to choose among), or
-    when no schedule at no worse lag makes fewer calls than the elapsed rule on this history."""
+    when no schedule at the target lag makes at most CALLS_SHARE of the elapsed rule's calls on this history."""
     if min(policy.initial_delay, policy.max_delay) <= 0:
         return ()
     density = smooth(summary)
@@ -108,7 +113,7 @@ def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[flo
     # as good as the target, and each step is one dynamic program.
     low, high = math.log(COST_LOWEST), math.log(4.0 * density.end)
     best: tuple[float, ...] = ()
-    best_calls = today.calls  # a schedule must make fewer calls than the elapsed rule to be worth learning
+    best_calls = today.calls
     for _ in range(COST_SEARCH_STEPS):
         middle = (low + high) / 2
         schedule = _optimal(density, candidates, policy, math.exp(middle))
@@ -117,7 +122,37 @@ def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[flo
             best, best_calls, low = schedule, expected.calls, middle
         else:
             high = middle
-    return best if best_calls < today.calls else ()
+    if best:
+        best = _thinned(best, density, policy, TARGET_SHARE * today.mean_lag)
+        best_calls = expect(following(best, policy), density).calls
+    return best if best_calls <= CALLS_SHARE * today.calls else ()
+
+
+def _thinned(schedule: tuple[float, ...], density: Density, policy: PollingPolicy,
+             lag_limit: float) -> tuple[float, ...]:
+    """The schedule with polls left out, one at a time, while its mean lag on the density stays within lag_limit:
+    each time the one that adds the least lag per call saved. A cost per call only reaches the schedules on the
+    convex hull of calls against lag, and one poll more or less in a crowd of batches moves the lag by a step:
+    the schedule on the hull can be well under the limit with a poll to spare. Leaving out the poll at times[k]
+    makes the batches that end since the poll before it wait for the poll after, and saves a call for every batch
+    still running at it. A gap may not grow past the maximum delay, and the last time stays (past it the elapsed
+    rule takes over)."""
+    times = [0.0, *schedule]
+    while len(times) > 2:
+        mass, _ = density.below(times)
+        room = lag_limit - expect(following(tuple(times[1:]), policy), density).mean_lag
+        choice, least = 0, math.inf
+        for k in range(1, len(times) - 1):
+            saved = density.total - mass[k]
+            added = (times[k + 1] - times[k]) * (mass[k] - mass[k - 1]) / density.total
+            if times[k + 1] - times[k - 1] > policy.max_delay + 1e-9 or saved <= 0 or added > room:
+                continue
+            if added / saved < least:
+                choice, least = k, added / saved
+        if not choice:
+            break
+        del times[choice]
+    return tuple(times[1:])
 
 
 def smooth(summary: DurationSummary) -> Density:
@@ -176,14 +211,17 @@ def local_widths(summary: DurationSummary, width: float) -> list[float]:
     return widths
 
 
-def _quantile(summary: DurationSummary, share: float) -> int:
-    """The bin in which this share of the history's weight is reached."""
+def _quantile(summary: DurationSummary, share: float) -> float:
+    """Where this share of the history's weight is reached, in bins: the bin's index plus how far into it, each
+    bin's weight taken as even across it in log time (to the bin, two quartiles a little over 4 bins apart could
+    be 6 apart, and the width a third wider than the history says)."""
     below = 0.0
+    target = share * summary.weight
     for index, weight in enumerate(summary.weights):
+        if weight > 0 and below + weight >= target:
+            return index + (target - below) / weight
         below += weight
-        if below >= share * summary.weight:
-            return index
-    return BINS - 1
+    return float(BINS)
 
 
 def _reach(width: float) -> int:

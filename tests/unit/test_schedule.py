@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
 
 import shared.schedule as schedule_module
-from shared.durations import DurationSummary, summarise
+from shared.durations import BIN_RATIO, EDGES, DurationSummary, summarise
 from shared.policy import PollingPolicy, scheduled_delay
 from shared.schedule import (
     KERNEL_WIDTH,
+    TARGET_SHARE,
     WIDEST_KERNEL,
     Density,
     History,
@@ -68,12 +70,16 @@ def test_delays_that_leave_nothing_to_choose_or_too_much_learn_nothing(policy: P
     assert learn_schedule(summarise([86_400.0, 600.0]), policy) == ()
 
 
-def test_a_history_no_schedule_can_serve_at_the_elapsed_rule_s_lag_is_left_to_it() -> None:
-    """Mostly very short batches with a few of many hours: no schedule reaches the target lag, so none is learned
-    (not the densest one tried, which made 1.56 times the elapsed rule's calls)."""
+def test_a_history_no_schedule_can_serve_at_the_elapsed_rule_s_lag_is_left_to_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mostly very short batches with a few of many hours: the only schedules at the target lag save almost no
+    calls on the history (the best, 0.999 of them, made 1.01 times the elapsed rule's calls at 1.02 times its lag
+    on 20,000 new batches like it). None is learned: a schedule must save at least a tenth of the calls."""
     rng = random.Random(8)
     durations = [rng.uniform(20, 150) if rng.random() < 0.97 else rng.uniform(21_600, 79_200) for _ in range(300)]
     assert learn_schedule(summarise(durations), POLICY) == ()
+    monkeypatch.setattr(schedule_module, "CALLS_SHARE", 1.0)
+    assert learn_schedule(summarise(durations), POLICY)
 
 
 def test_a_schedule_that_would_make_more_calls_than_the_elapsed_rule_is_not_learned(
@@ -166,6 +172,37 @@ def test_the_width_follows_the_narrower_of_the_deviation_and_the_interquartile_r
     assert rule_of_thumb(crowd) == rule_of_thumb(looser) == KERNEL_WIDTH
 
 
+def test_the_quartiles_are_read_within_their_bins_not_to_the_bin() -> None:
+    """45 batches spread evenly in log time over 8 bins, and 5 far longer: the width follows the crowd's
+    interquartile range (4.4 bins). Read to the whole bin, the quartiles were 4 bins apart and the width 12% off."""
+    crowd = [EDGES[27] * BIN_RATIO ** (8 * (index + 0.5) / 45) for index in range(45)]
+    durations = crowd + [20_000.0 * BIN_RATIO**index for index in range(5)]
+    first, _, third = statistics.quantiles([math.log(duration) for duration in durations], n=4)
+    assert rule_of_thumb(summarise(durations)) == pytest.approx(0.9 * (third - first) / 1.34 * 50**-0.2, rel=0.04)
+
+
+def _bimodal(seed: int, count: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.uniform(120, 300) if rng.random() < 0.9 else rng.uniform(7_200, 21_600) for _ in range(count)]
+
+
+@pytest.mark.parametrize("durations", [_lognormal(3, 200), _bimodal(3, 200), _pareto(3, 1000)],
+                         ids=["log-normal", "bimodal", "heavy tail"])
+def test_no_poll_of_a_learned_schedule_can_be_left_out_within_the_target_lag(durations: list[float]) -> None:
+    """A cost per call alone stops at a schedule on the hull of calls against lag, and on each of these histories
+    that left polls to spare (3 to 13) under the target lag. Now leaving out any one poll would pass the target, or
+    stretch a gap past the maximum delay."""
+    summary = summarise(durations)
+    density, schedule = smooth(summary), learn_schedule(summary, POLICY)
+    target = TARGET_SHARE * expect(following((), POLICY), density).mean_lag
+    assert expect(following(schedule, POLICY), density).mean_lag <= target
+    times = (0.0, *schedule)
+    for k in range(1, len(schedule)):
+        if times[k + 1] - times[k - 1] <= POLICY.max_delay:
+            fewer = schedule[:k - 1] + schedule[k:]
+            assert expect(following(fewer, POLICY), density).mean_lag > target
+
+
 def test_the_width_counts_what_the_aged_weights_are_worth_not_every_batch_ever_added() -> None:
     """20,000 batches weigh about as much as 5,000 (each new batch ages the others): about the same width (their
     newest batches differ), not 4^-1/5 = 0.76 of it."""
@@ -198,7 +235,8 @@ def test_a_lone_batch_far_from_the_others_is_spread_wider_than_the_crowd() -> No
 def test_the_sparse_tail_of_a_short_heavy_tailed_history_does_not_cost_lag() -> None:
     """Pareto batches, learned from 100 each time: where the history holds a few long batches far apart, one narrow
     kernel for all left the maximum delay between them, and every one of these 8 samples gave more mean lag than
-    the elapsed rule (1.01 to 1.16 of it). The adaptive kernel polls there as the batches around suggest."""
+    the elapsed rule (1.01 to 1.16 of it). The adaptive kernel polls there as the batches around suggest: 2 of the 8
+    samples give more lag than the elapsed rule, by at most 6%, and their mean is 0.92."""
     test = History.recent(_pareto(99, 3000), decay=1.0)
     _, today_mean, today_p95 = _today(test)
     ratios = []
@@ -206,4 +244,4 @@ def test_the_sparse_tail_of_a_short_heavy_tailed_history_does_not_cost_lag() -> 
         learned = evaluate(following(learn_schedule(summarise(_pareto(seed, 100)), POLICY), POLICY), test)
         ratios.append(learned.mean_lag / today_mean)
         assert learned.p95_lag < today_p95
-    assert max(ratios) < 1.05 and sum(ratios) / len(ratios) < 0.97
+    assert sum(ratio > 1 for ratio in ratios) <= 2 and max(ratios) < 1.06 and sum(ratios) / len(ratios) < 0.95
