@@ -112,20 +112,23 @@ def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[flo
     # The cost per call, in seconds of expected lag, searched in log space: a lag within 0.5% of the target is
     # as good as the target, and each step is one dynamic program.
     low, high = math.log(COST_LOWEST), math.log(4.0 * density.end)
+    lag_limit = TARGET_SHARE * today.mean_lag
     best: tuple[float, ...] = ()
-    best_calls = today.calls
     for _ in range(COST_SEARCH_STEPS):
         middle = (low + high) / 2
         schedule = _optimal(density, candidates, policy, math.exp(middle))
-        expected = expect(following(schedule, policy), density)
-        if expected.mean_lag <= TARGET_SHARE * today.mean_lag:
-            best, best_calls, low = schedule, expected.calls, middle
+        if expect(following(schedule, policy), density).mean_lag <= lag_limit:
+            best, low = schedule, middle
         else:
             high = middle
-    if best:
-        best = _thinned(best, density, policy, TARGET_SHARE * today.mean_lag)
-        best_calls = expect(following(best, policy), density).calls
-    return best if best_calls <= CALLS_SHARE * today.calls else ()
+    if not best:
+        return ()
+    # _thinned works the lag out from the poll times alone; should the delays ever give other times (a jitter
+    # rule that skips a time, say), the lag is checked again here and the schedule before it stands.
+    thinned = _thinned(best, density, policy, lag_limit)
+    if expect(following(thinned, policy), density).mean_lag <= lag_limit:
+        best = thinned
+    return best if expect(following(best, policy), density).calls <= CALLS_SHARE * today.calls else ()
 
 
 def _thinned(schedule: tuple[float, ...], density: Density, policy: PollingPolicy,
@@ -140,18 +143,19 @@ def _thinned(schedule: tuple[float, ...], density: Density, policy: PollingPolic
     times = [0.0, *schedule]
     while len(times) > 2:
         mass, _ = density.below(times)
-        room = lag_limit - expect(following(tuple(times[1:]), policy), density).mean_lag
-        choice, least = 0, math.inf
+        room = (lag_limit - expect(following(tuple(times[1:]), policy), density).mean_lag) * density.total
+        left_out: int | None = None
+        least = math.inf
         for k in range(1, len(times) - 1):
-            saved = density.total - mass[k]
-            added = (times[k + 1] - times[k]) * (mass[k] - mass[k - 1]) / density.total
+            saved = density.total - mass[k]  # weight of the batches still running at times[k]: calls saved
+            added = (times[k + 1] - times[k]) * (mass[k] - mass[k - 1])  # weighted lag added
             if times[k + 1] - times[k - 1] > policy.max_delay + 1e-9 or saved <= 0 or added > room:
                 continue
             if added / saved < least:
-                choice, least = k, added / saved
-        if not choice:
+                left_out, least = k, added / saved
+        if left_out is None:
             break
-        del times[choice]
+        del times[left_out]
     return tuple(times[1:])
 
 
@@ -180,8 +184,8 @@ def smooth(summary: DurationSummary) -> Density:
 def rule_of_thumb(summary: DurationSummary) -> float:
     """Silverman's kernel width in log time for this history, 0.9 x min(deviation, interquartile range / 1.34) x
     batches^-1/5, at least KERNEL_WIDTH. The batches are the aged weights' worth (effective_batches). Quartiles are
-    known to a bin: two in the same bin are a bin's width apart, not 0 (which would fall back to the deviation, and
-    a tight crowd with a few outliers would be smoothed far wider than a looser one)."""
+    read within their bins (_quantile), and are at least a bin's width apart: less, and a tight crowd with a few
+    outliers would fall back to the deviation they make, and be smoothed far wider than a looser one."""
     total = summary.weight
     if total <= 0:
         return KERNEL_WIDTH
@@ -213,8 +217,8 @@ def local_widths(summary: DurationSummary, width: float) -> list[float]:
 
 def _quantile(summary: DurationSummary, share: float) -> float:
     """Where this share of the history's weight is reached, in bins: the bin's index plus how far into it, each
-    bin's weight taken as even across it in log time (to the bin, two quartiles a little over 4 bins apart could
-    be 6 apart, and the width a third wider than the history says)."""
+    bin's weight taken as even across it in log time. Read to the bin, two quartiles 4.5 bins apart could be 4
+    or 5 apart, and the width a tenth off either way."""
     below = 0.0
     target = share * summary.weight
     for index, weight in enumerate(summary.weights):
