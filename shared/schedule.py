@@ -114,11 +114,13 @@ def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[flo
     low, high = math.log(COST_LOWEST), math.log(4.0 * density.end)
     lag_limit = TARGET_SHARE * today.mean_lag
     best: tuple[float, ...] = ()
+    best_expected = today
     for _ in range(COST_SEARCH_STEPS):
         middle = (low + high) / 2
         schedule = _optimal(density, candidates, policy, math.exp(middle))
-        if expect(following(schedule, policy), density).mean_lag <= lag_limit:
-            best, low = schedule, middle
+        expected = expect(following(schedule, policy), density)
+        if expected.mean_lag <= lag_limit:
+            best, best_expected, low = schedule, expected, middle
         else:
             high = middle
     if not best:
@@ -126,9 +128,10 @@ def learn_schedule(summary: DurationSummary, policy: PollingPolicy) -> tuple[flo
     # _thinned works the lag out from the poll times alone; should the delays ever give other times (a jitter
     # rule that skips a time, say), the lag is checked again here and the schedule before it stands.
     thinned = _thinned(best, density, policy, lag_limit)
-    if expect(following(thinned, policy), density).mean_lag <= lag_limit:
-        best = thinned
-    return best if expect(following(best, policy), density).calls <= CALLS_SHARE * today.calls else ()
+    thinned_expected = expect(following(thinned, policy), density)
+    if thinned_expected.mean_lag <= lag_limit:
+        best, best_expected = thinned, thinned_expected
+    return best if best_expected.calls <= CALLS_SHARE * today.calls else ()
 
 
 def _thinned(schedule: tuple[float, ...], density: Density, policy: PollingPolicy,
